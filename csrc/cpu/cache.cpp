@@ -1,0 +1,164 @@
+// CPU kernels of smartfrz::cache_store and smartfrz::cache_gather: move rows between a batch and
+// a row cache with dtype conversion (int8 rows carry a per-row scale).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../common.h"
+
+namespace smartfrz {
+namespace {
+
+constexpr int64_t kRowGrain = 16;
+
+void check_range(const char* op, const int64_t* idx, int64_t rows, int64_t n) {
+  for (int64_t b = 0; b < rows; ++b) {
+    TORCH_CHECK_INDEX(idx[b] >= 0 && idx[b] < n, op, ": index ", idx[b], " out of range for a cache of ", n, " rows");
+  }
+}
+
+void check_unique(const int64_t* idx, int64_t rows) {
+  std::vector<int64_t> sorted(idx, idx + rows);
+  std::sort(sorted.begin(), sorted.end());
+  const bool unique = std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
+  TORCH_CHECK_VALUE(unique, "smartfrz.cache_store: idx holds duplicate indices; store each row once per call");
+}
+
+template <typename src_t>
+void check_finite_rows(const src_t* x, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    TORCH_CHECK_VALUE(std::isfinite(static_cast<float>(x[i])),
+                      "smartfrz.cache_store: an int8 cache cannot store non-finite values");
+  }
+}
+
+template <typename src_t>
+void quantize_row(const src_t* src, int8_t* dst, float* scale, int64_t row) {
+  float amax = 0.0f;
+  for (int64_t j = 0; j < row; ++j) amax = std::max(amax, std::abs(static_cast<float>(src[j])));
+  const float inv = amax > 0.0f ? kInt8Max / amax : 0.0f;
+  for (int64_t j = 0; j < row; ++j) {
+    const float q = std::nearbyint(static_cast<float>(src[j]) * inv);
+    dst[j] = static_cast<int8_t>(std::min(kInt8Max, std::max(-kInt8Max, q)));
+  }
+  *scale = amax / kInt8Max;
+}
+
+void cache_store_cpu(at::Tensor& cache, at::Tensor& scales, at::Tensor& valid, const at::Tensor& x_in,
+                     const at::Tensor& idx_in, bool check) {
+  const char* op = "smartfrz.cache_store";
+  check_store_inputs(cache, scales, valid, x_in, idx_in);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor idx = idx_in.contiguous();
+  const int64_t rows = idx.size(0);
+  const int64_t n = cache.size(0);
+  const int64_t row = row_numel(cache);
+  const int64_t* ix = idx.const_data_ptr<int64_t>();
+  if (check) {
+    check_range(op, ix, rows, n);
+    check_unique(ix, rows);
+  }
+  bool* vd = valid.mutable_data_ptr<bool>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cache_store_cpu", [&] {
+    using src_t = scalar_t;
+    const src_t* xs = x.const_data_ptr<src_t>();
+    if (cache.scalar_type() == at::kChar) {
+      if (check) check_finite_rows(xs, rows * row);
+      int8_t* dst = cache.mutable_data_ptr<int8_t>();
+      float* sc = scales.mutable_data_ptr<float>();
+      at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t r = ix[b];
+          if (r < 0 || r >= n) continue;
+          quantize_row(xs + b * row, dst + r * row, sc + r, row);
+        }
+      });
+    } else {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cache.scalar_type(), "cache_store_cpu_dst", [&] {
+        scalar_t* dst = cache.mutable_data_ptr<scalar_t>();
+        at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
+          for (int64_t b = begin; b < end; ++b) {
+            const int64_t r = ix[b];
+            if (r < 0 || r >= n) continue;
+            const src_t* s = xs + b * row;
+            scalar_t* d = dst + r * row;
+            for (int64_t j = 0; j < row; ++j) d[j] = static_cast<scalar_t>(static_cast<float>(s[j]));
+          }
+        });
+      });
+    }
+  });
+  for (int64_t b = 0; b < rows; ++b) {
+    if (ix[b] >= 0 && ix[b] < n) vd[ix[b]] = true;
+  }
+}
+
+at::Tensor cache_gather_cpu(const at::Tensor& cache, const at::Tensor& scales, const at::Tensor& valid,
+                            const at::Tensor& idx_in, at::ScalarType dtype, bool check) {
+  const char* op = "smartfrz.cache_gather";
+  check_gather_inputs(cache, scales, valid, idx_in, dtype);
+  const at::Tensor idx = idx_in.contiguous();
+  const int64_t rows = idx.size(0);
+  const int64_t n = cache.size(0);
+  const int64_t row = row_numel(cache);
+  const int64_t* ix = idx.const_data_ptr<int64_t>();
+  const bool* vd = valid.const_data_ptr<bool>();
+  if (check) {
+    check_range(op, ix, rows, n);
+    for (int64_t b = 0; b < rows; ++b) {
+      TORCH_CHECK_VALUE(vd[ix[b]], op, ": row ", ix[b], " was never stored in the cache");
+    }
+  }
+  at::Tensor out = at::empty(gather_shape(cache, rows), idx.options().dtype(dtype));
+  const float* sc = scales.const_data_ptr<float>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "cache_gather_cpu", [&] {
+    using dst_t = scalar_t;
+    dst_t* dst = out.mutable_data_ptr<dst_t>();
+    auto zero_row = [&](int64_t b) { std::fill(dst + b * row, dst + (b + 1) * row, static_cast<dst_t>(0.0f)); };
+    if (cache.scalar_type() == at::kChar) {
+      const int8_t* src = cache.const_data_ptr<int8_t>();
+      at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t r = ix[b];
+          if (r < 0 || r >= n) {
+            zero_row(b);
+            continue;
+          }
+          for (int64_t j = 0; j < row; ++j) {
+            dst[b * row + j] = static_cast<dst_t>(static_cast<float>(src[r * row + j]) * sc[r]);
+          }
+        }
+      });
+    } else {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cache.scalar_type(), "cache_gather_cpu_src", [&] {
+        const scalar_t* src = cache.const_data_ptr<scalar_t>();
+        at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
+          for (int64_t b = begin; b < end; ++b) {
+            const int64_t r = ix[b];
+            if (r < 0 || r >= n) {
+              zero_row(b);
+              continue;
+            }
+            for (int64_t j = 0; j < row; ++j) {
+              dst[b * row + j] = static_cast<dst_t>(static_cast<float>(src[r * row + j]));
+            }
+          }
+        });
+      });
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(smartfrz, CPU, m) {
+  m.impl("cache_store", &cache_store_cpu);
+  m.impl("cache_gather", &cache_gather_cpu);
+}
+
+}  // namespace smartfrz

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command (README, CI): set up the environment and build, lint, build the CMake library,
+# then run the whole test suite against the native kernels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup_env.sh
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+source scripts/cuda_env.sh
+echo "== cmake build"
+PYTHON=.venv/bin/python scripts/build_cmake.sh build-cmake > build-cmake.log 2>&1 || { tail -50 build-cmake.log; exit 1; }
+tail -1 build-cmake.log
+export SMARTFRZ_REQUIRE_NATIVE=1 SMARTFRZ_CMAKE_BUILD_DIR="$PWD/build-cmake"
+# With a CUDA torch and a toolkit, setup.py builds the CUDA kernels: the tests then insist on them.
+if [ -n "${CUDA_HOME:-}" ] && [ "${SMARTFRZ_CUDA:-1}" != "0" ] \
+   && .venv/bin/python -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)"; then
+  export SMARTFRZ_REQUIRE_CUDA_KERNELS=1
+fi
+echo "== pytest"
+.venv/bin/python -m pytest -q -ra "$@"

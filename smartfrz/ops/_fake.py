@@ -1,0 +1,54 @@
+"""Fake (meta) kernels, so the ops trace under torch.compile and torch.export."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from smartfrz.ops import reference
+
+_STAT_COLUMNS = 4
+
+
+def record_weights_fake(
+    weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shapes only: samples [L, K] and stats [L, 4], both float32."""
+    reference.check_record_inputs(weights, sample_idx, prev)
+    n_layers, k = sample_idx.shape
+    samples = sample_idx.new_empty((n_layers, k), dtype=torch.float32)
+    stats = sample_idx.new_empty((n_layers, _STAT_COLUMNS), dtype=torch.float32)
+    return samples, stats
+
+
+def cache_store_fake(
+    cache: torch.Tensor,
+    scales: torch.Tensor,
+    valid: torch.Tensor,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    check: bool = True,
+) -> None:
+    """A pure mutation: nothing to allocate."""
+    reference.check_store_inputs(cache, scales, valid, x, idx)
+
+
+def cache_gather_fake(
+    cache: torch.Tensor,
+    scales: torch.Tensor,
+    valid: torch.Tensor,
+    idx: torch.Tensor,
+    dtype: torch.dtype,
+    check: bool = True,
+) -> torch.Tensor:
+    """Output [B, *row_shape] of ``dtype`` on idx's device."""
+    reference.check_gather_inputs(cache, scales, valid, idx, dtype)
+    return idx.new_empty((idx.shape[0], *cache.shape[1:]), dtype=dtype)
+
+
+FAKE_KERNELS = {
+    "record_weights": record_weights_fake,
+    "cache_store": cache_store_fake,
+    "cache_gather": cache_gather_fake,
+}
