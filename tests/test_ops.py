@@ -86,7 +86,7 @@ def test_record_weights_reports_non_finite():
     w = torch.randn(1000)
     w[3], w[10], w[500] = float("inf"), float("nan"), -float("inf")
     finite = torch.randn(50)
-    samples, stats = ops.record_weights([w, finite], torch.zeros(2, 4, dtype=torch.long))
+    _, stats = ops.record_weights([w, finite], torch.zeros(2, 4, dtype=torch.long))
     assert stats[0, 2].item() == 3 and stats[1, 2].item() == 0
     assert torch.isnan(stats[0, 0])  # the norm is not hidden
     assert stats[0, 3].item() == pytest.approx(w[torch.isfinite(w)].abs().max().item())

@@ -1,7 +1,8 @@
 """Load the native `smartfrz` op library, or define the ops from the PyTorch reference.
 
-Order: nothing native when ``SMARTFRZ_NATIVE=0``; else the library named by ``SMARTFRZ_LIBRARY`` (a CMake build, loaded with
-``torch.ops.load_library``), else the ``smartfrz._C`` module built by setup.py, else the pure
+Order: nothing native when ``SMARTFRZ_NATIVE=0``; else the library named by ``SMARTFRZ_LIBRARY``
+(a CMake build, loaded with ``torch.ops.load_library``), else the
+``smartfrz._C`` module built by setup.py, else the pure
 PyTorch reference with one warning. Devices a native build has no kernel for (a CPU-only build
 used on CUDA) are served by the reference too, so every op works everywhere.
 """
