@@ -21,8 +21,7 @@ try:
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError as err:  # pragma: no cover - exercised only on a machine without torch
     raise SystemExit(
-        "smartfrz needs torch at build time: install torch first, then "
-        "`pip install --no-build-isolation -e .`"
+        "smartfrz needs torch at build time: install torch first, then `pip install --no-build-isolation -e .`"
     ) from err
 
 ROOT = os.path.dirname(os.path.abspath(__file__))

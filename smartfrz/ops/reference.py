@@ -23,9 +23,7 @@ def _require(cond: bool, exc: type[Exception], msg: str) -> None:
         raise exc(msg)
 
 
-def check_record_inputs(
-    weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None
-) -> None:
+def check_record_inputs(weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None) -> None:
     """Validate the arguments of ``record_weights`` (shared by the reference and fake kernels)."""
     op = "smartfrz.record_weights"
     _require(len(weights) > 0, ValueError, f"{op}: weights must be a non-empty list of tensors")
