@@ -11,3 +11,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def pytest_configure(config):
+    """One intra-op thread: on a small shared CI machine, oversubscribed threads make tiny models crawl."""
+    torch.set_num_threads(1)

@@ -164,7 +164,7 @@ def quantize_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Tensor / tensor (IEEE division), not `scalar / amax`, which PyTorch computes as reciprocal * scalar.
     inv = torch.where(amax > 0, torch.full_like(amax, INT8_MAX) / amax, torch.zeros_like(amax))
     q = torch.round(rows * inv[:, None]).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
-    return q, amax / INT8_MAX
+    return q, amax / torch.full_like(amax, INT8_MAX)  # IEEE division on every device
 
 
 def cache_store(

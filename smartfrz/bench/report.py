@@ -1,0 +1,155 @@
+"""Paired summaries of the raw runs: accuracy difference, FLOPs and wall-clock saved, targets, markdown.
+
+Every difference is taken against the 'none' run of the same task and seed; means and spreads
+(sample standard deviation) are over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from smartfrz.zoo import get_task
+
+TARGET_FLOPS = 0.40
+TARGET_WALL = {"finetune": 0.30, "scratch": 0.25}
+TARGET_ACC_POINTS = 0.3
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, sd
+
+
+def paired(run: dict[str, Any], none: dict[str, Any]) -> dict[str, float]:
+    """One run against the unfrozen run of the same task and seed."""
+    if (run["task"], run["seed"]) != (none["task"], none["seed"]) or none["policy"] != "none":
+        raise ValueError(f"run {run['task']}/{run['seed']} is not paired with {none['task']}/{none['seed']}/none")
+    return {
+        "acc": run["val_acc"],
+        "delta_points": (run["val_acc"] - none["val_acc"]) * 100.0,
+        "flops_saved": run["flops_saved_fraction"] if run["flops_saved_fraction"] is not None else math.nan,
+        "wall_saved": 1.0 - run["train_time_s"] / none["train_time_s"],
+        "blocks_frozen": run["blocks_frozen"],
+        "first_freeze": run["events"][0]["step"] / run["total_steps"] if run["events"] else math.nan,
+    }
+
+
+def _row(task: str, policy: str, pairs: list[dict[str, float]], freezable: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"task": task, "scenario": get_task(task).scenario, "policy": policy, "seeds": len(pairs)}
+    for key in ("acc", "delta_points", "flops_saved", "wall_saved", "blocks_frozen"):
+        row[key + "_mean"], row[key + "_sd"] = _mean_sd([p[key] for p in pairs])
+    firsts = [p["first_freeze"] for p in pairs if not math.isnan(p["first_freeze"])]
+    row["first_freeze_mean"] = _mean_sd(firsts)[0] if firsts else None
+    row["freezable_blocks"] = freezable
+    return row
+
+
+def _oracle_pairs(raw: dict[str, Any], task: str, nones: dict[int, dict[str, Any]]) -> list[dict[str, float]]:
+    """The chosen oracle probe per seed against its none run; no freezing where no schedule kept accuracy."""
+    out = []
+    for entry in raw.get("oracle", []):
+        if entry["task"] != task:
+            continue
+        none = nones[entry["seed"]]
+        if entry["chosen"] is None:
+            out.append(paired(none, none))
+        else:
+            out.append(paired(entry["probes"][entry["chosen"]]["run"], none))
+    return out
+
+
+def targets(rows: list[dict[str, Any]], policy: str) -> dict[str, Any] | None:
+    """Whether ``policy`` meets the issue's targets on this task (from means over seeds)."""
+    by = {r["policy"]: r for r in rows}
+    if policy not in by:
+        return None
+    r = by[policy]
+    out: dict[str, Any] = {
+        "policy": policy,
+        "flops_saved_ge_40pct": r["flops_saved_mean"] >= TARGET_FLOPS,
+        "wall_saved_target": TARGET_WALL[r["scenario"]],
+        "wall_saved_meets": r["wall_saved_mean"] >= TARGET_WALL[r["scenario"]],
+        "acc_within_0.3_points": r["delta_points_mean"] >= -TARGET_ACC_POINTS,
+    }
+    for base in ("freezeout", "autofreeze"):
+        if base in by:
+            b = by[base]
+            out[f"beats_{base}"] = (
+                r["flops_saved_mean"] > b["flops_saved_mean"] and r["delta_points_mean"] >= b["delta_points_mean"]
+            )
+    return out
+
+
+def summarise(raw: dict[str, Any]) -> dict[str, Any]:
+    """Per task and policy, paired means and spreads over seeds, the oracle row, and the targets."""
+    policies = raw["config"]["policies"]
+    tasks = raw["config"]["tasks"]
+    rows, checks = [], []
+    for task in tasks:
+        runs = [r for r in raw["runs"] if r["task"] == task]
+        nones = {r["seed"]: r for r in runs if r["policy"] == "none"}
+        freezable = len(runs[0]["blocks"]) - 1
+        task_rows = []
+        for policy in policies:
+            pairs = [paired(r, nones[r["seed"]]) for r in runs if r["policy"] == policy]
+            task_rows.append(_row(task, policy, pairs, freezable))
+        oracle = _oracle_pairs(raw, task, nones)
+        if oracle:
+            task_rows.append(_row(task, "oracle", oracle, freezable))
+        rows += task_rows
+        main = "smartfrz+cache" if "smartfrz+cache" in policies else "smartfrz"
+        check = targets(task_rows, main)
+        if check is not None:
+            checks.append({"task": task, **check})
+    return {"rows": rows, "targets": checks}
+
+
+def _pm(mean: float | None, sd: float, scale: float = 1.0, digits: int = 1) -> str:
+    if mean is None or math.isnan(mean):
+        return "n/a"
+    return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}"
+
+
+def markdown(summary: dict[str, Any], raw: dict[str, Any]) -> str:
+    """The results table, the targets and the oracle's choices as markdown."""
+    lines = [
+        "| task (scenario) | policy | val acc % | Δacc (points) | FLOPs saved % | wall-clock saved % "
+        "| blocks frozen | first freeze |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["rows"]:
+        first = "never" if r["first_freeze_mean"] is None else f"{100 * r['first_freeze_mean']:.0f}% of steps"
+        lines.append(
+            f"| {r['task']} ({r['scenario']}) | {r['policy']} | {_pm(r['acc_mean'], r['acc_sd'], 100)} "
+            f"| {_pm(r['delta_points_mean'], r['delta_points_sd'], 1, 2)} "
+            f"| {_pm(r['flops_saved_mean'], r['flops_saved_sd'], 100)} "
+            f"| {_pm(r['wall_saved_mean'], r['wall_saved_sd'], 100)} "
+            f"| {r['blocks_frozen_mean']:.1f} / {r['freezable_blocks']} | {first} |"
+        )
+    lines += ["", "Targets (means over seeds):", ""]
+    lines += [
+        "| task | policy | FLOPs >= 40% | wall-clock >= target | Δacc >= -0.3 | beats FreezeOut | beats AutoFreeze |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def yn(value: Any) -> str:
+        return "n/a" if value is None else ("yes" if value else "no")
+
+    for t in summary["targets"]:
+        lines.append(
+            f"| {t['task']} | {t['policy']} | {yn(t['flops_saved_ge_40pct'])} "
+            f"| {yn(t['wall_saved_meets'])} (>= {100 * t['wall_saved_target']:.0f}%) "
+            f"| {yn(t['acc_within_0.3_points'])} | {yn(t.get('beats_freezeout'))} | {yn(t.get('beats_autofreeze'))} |"
+        )
+    if raw.get("oracle"):
+        lines += ["", "Oracle (CKA-ladder schedules probed from the earliest; kept: first within the tolerance):", ""]
+        for entry in raw["oracle"]:
+            tried = ", ".join(f"tau {p['tau']:g}: {p['loss_points']:+.2f} pts lost" for p in entry["probes"]) or "none"
+            kept = "no freezing" if entry["chosen"] is None else f"tau {entry['probes'][entry['chosen']]['tau']:g}"
+            lines.append(f"- {entry['task']} seed {entry['seed']}: tried {tried}; kept {kept}")
+    return "\n".join(lines) + "\n"

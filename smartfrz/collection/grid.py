@@ -1,0 +1,203 @@
+"""The run grid: one RunSpec per task x learning rate x seed, presets, and running one spec from the zoo."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset, default_collate
+
+from smartfrz.collection.tracer import TraceResult, trace_run
+from smartfrz.traces.reader import RunInfo
+from smartfrz.zoo import DataOptions, get_task, list_tasks, make_optimizer
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run; two equal specs give bitwise-equal traces on one machine."""
+
+    task: str
+    optimizer: str
+    lr: float
+    seed: int
+    max_train: int | None
+    max_val: int | None
+    epochs: int | None = None
+    snapshots: int = 40
+    record_every: int | None = None
+    k: int = 1024
+    probe_size: int = 128
+    val_snapshot_size: int = 256
+    device: str = "cpu"
+    data_root: str | None = None
+    keep_gram: bool = False
+
+    @property
+    def run_id(self) -> str:
+        """Stable id and file stem, e.g. ``fmnist_resnet-sgd-lr0.05-s0``."""
+        return f"{self.task}-{self.optimizer}-lr{self.lr:g}-s{self.seed}"
+
+    def to_json(self) -> dict:
+        """The spec as a JSON-able dict (stored in the run's ``config_json``)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named grid: which tasks, how many runs per task, how large each run is."""
+
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    data_size: str  # "smoke" or "default": which of the task's max_train sizes to use
+    seeds: tuple[int, ...]
+    lr_indices: tuple[int, ...]  # which of each task's learning rates to run (indices into task.lrs)
+    max_val: int
+    epochs: int | None  # None: the task's own epoch count
+    snapshots: int
+    probe_size: int
+    val_snapshot_size: int
+    overrides: dict[str, dict[str, object]] = field(default_factory=dict)  # task -> RunSpec fields
+
+
+def build_grid(
+    preset: Preset,
+    tasks: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    lrs: Sequence[float] | None = None,
+    **overrides: object,
+) -> list[RunSpec]:
+    """Expand a preset (optionally with other tasks, seeds, learning rates or spec fields) into RunSpecs."""
+    names = list(tasks) if tasks is not None else list(preset.tasks)
+    unknown = sorted(set(names) - set(list_tasks()))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {sorted(list_tasks())}")
+    grid = []
+    for name in names:
+        task = get_task(name)
+        max_train = task.smoke_max_train if preset.data_size == "smoke" else task.default_max_train
+        task_lrs = [task.lrs[i] for i in preset.lr_indices if i < len(task.lrs)]
+        for lr in lrs if lrs is not None else task_lrs:
+            for seed in seeds if seeds is not None else preset.seeds:
+                spec = RunSpec(
+                    task=name,
+                    optimizer=task.optimizer,
+                    lr=float(lr),
+                    seed=int(seed),
+                    max_train=max_train,
+                    max_val=preset.max_val,
+                    epochs=preset.epochs,
+                    snapshots=preset.snapshots,
+                    probe_size=preset.probe_size,
+                    val_snapshot_size=preset.val_snapshot_size,
+                )
+                spec = replace(spec, **preset.overrides.get(name, {}))
+                grid.append(replace(spec, **{k: v for k, v in overrides.items() if v is not None}))
+    ids = [s.run_id for s in grid]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"the grid has duplicate runs {dupes}")
+    return grid
+
+
+def recipe_of_spec(spec: RunSpec) -> dict[str, object]:
+    """What a run of ``spec`` would be trained with now: the spec plus the task's current recipe."""
+    task = get_task(spec.task)
+    return {
+        "spec": spec.to_json(),
+        "epochs": spec.epochs or task.epochs,
+        "batch_size": task.batch_size,
+        "optimizer": task.optimizer,
+        "weight_decay": task.weight_decay,
+    }
+
+
+def recipe_of_run(info: RunInfo) -> dict[str, object]:
+    """The same fields as :func:`recipe_of_spec`, read back from a finished run's file."""
+    config = info.config
+    return {
+        "spec": config.get("spec"),
+        "epochs": config.get("epochs"),
+        "batch_size": info.attrs["batch_size"],
+        "optimizer": info.attrs["optimizer"],
+        "weight_decay": info.attrs["weight_decay"],
+    }
+
+
+def recipe_changes(spec: RunSpec, info: RunInfo) -> list[str]:
+    """Fields in which a finished run differs from what ``spec`` would run now (empty: same recipe)."""
+    now, then = recipe_of_spec(spec), recipe_of_run(info)
+    changes = [f"{k}: {then[k]!r} -> {now[k]!r}" for k in now if k != "spec" and now[k] != then[k]]
+    old_spec = then["spec"] if isinstance(then["spec"], dict) else {}
+    changes += [f"{k}: {old_spec.get(k)!r} -> {v!r}" for k, v in now["spec"].items() if old_spec.get(k) != v]
+    return changes
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_spec(spec: RunSpec, out_path: Path | None, progress: bool = True, position: int = 0) -> TraceResult:
+    """Load the task's data, build its model, and trace one run into ``out_path``."""
+    task = get_task(spec.task)
+    seed_everything(spec.seed)
+    data = task.load_data(
+        DataOptions(root=spec.data_root, max_train=spec.max_train, max_val=spec.max_val, seed=spec.seed)
+    )
+    seed_everything(spec.seed)
+    model = task.build_model(data.num_classes)
+    optimizer = make_optimizer(task, model.parameters(), spec.lr)
+    order = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(spec.seed)).tolist()
+    probe_idx = sorted(order[: min(spec.probe_size, len(order))])
+    probe_x = default_collate([data.val[i][0] for i in probe_idx])
+    val_small = Subset(data.val, sorted(order[: min(spec.val_snapshot_size, len(order))]))
+    eval_bs = max(task.batch_size, 256)
+    train_loader = DataLoader(
+        data.train,
+        batch_size=task.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(spec.seed),
+    )
+    metadata = {
+        "task": task.name,
+        "family": task.family,
+        "scenario": task.scenario,
+        "model": type(model).__name__,
+        "dataset": task.dataset,
+        "optimizer": task.optimizer,
+        "lr": spec.lr,
+        "weight_decay": task.weight_decay,
+        "batch_size": task.batch_size,
+        "spec": spec.to_json(),
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+    }
+    return trace_run(
+        model,
+        optimizer,
+        train_loader,
+        DataLoader(val_small, batch_size=eval_bs),
+        probe_x,
+        epochs=spec.epochs or task.epochs,
+        out_path=out_path,
+        run_id=spec.run_id,
+        record_every=spec.record_every,
+        snapshots=spec.snapshots,
+        k=spec.k,
+        seed=spec.seed,
+        device=spec.device,
+        final_val_loader=DataLoader(data.val, batch_size=eval_bs),
+        num_classes=data.num_classes,
+        metadata=metadata,
+        probe_idx=probe_idx,
+        keep_gram=spec.keep_gram,
+        progress=progress,
+        progress_position=position,
+    )

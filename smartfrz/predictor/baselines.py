@@ -1,0 +1,42 @@
+"""Baseline classifiers on hand-made features, scored exactly like the attention predictor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+BASELINES = ("logreg", "gboost")
+
+
+def _make(name: str, seed: int) -> Callable[[], object]:
+    """Factory of an unfitted scikit-learn classifier with balanced class weights."""
+    if name == "logreg":
+        return lambda: make_pipeline(
+            StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed)
+        )
+    if name == "gboost":
+        return lambda: HistGradientBoostingClassifier(
+            class_weight="balanced", max_iter=200, learning_rate=0.1, random_state=seed
+        )
+    raise ValueError(f"unknown baseline {name!r}; choose one of {BASELINES}")
+
+
+def fit_baseline(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit baseline ``name`` on features x [N, F] and labels y; return a P(converged) scorer."""
+    if not np.all(np.isfinite(x)):
+        raise ValueError("baseline features contain non-finite values")
+    clf = _make(name, seed)()
+    with threadpool_limits(1):  # OpenMP spinning on shared, oversubscribed cores costs more than it gains
+        clf.fit(x, y.astype(int))
+
+    def score(feats: np.ndarray) -> np.ndarray:
+        with threadpool_limits(1):
+            return clf.predict_proba(feats)[:, 1]
+
+    return score

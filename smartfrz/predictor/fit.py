@@ -1,0 +1,142 @@
+"""End-to-end fit: traces -> labelled windows -> split -> attention model + baselines -> report."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from smartfrz.predictor.baselines import BASELINES, fit_baseline
+from smartfrz.predictor.dataset import WindowSet, load_windows
+from smartfrz.predictor.labels import LabelRule
+from smartfrz.predictor.metrics import choose_threshold, metrics_by_family
+from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
+from smartfrz.predictor.split import grouped_split, holdout_family_split
+from smartfrz.predictor.train import TrainConfig, TrainResult, predict_windows, train_predictor
+from smartfrz.traces import open_traces
+from smartfrz.traces.schema import RUNS_GROUP
+
+
+@dataclass
+class FitConfig:
+    """Everything a fit depends on (recorded in the checkpoint and the report)."""
+
+    traces: list[str]
+    label_rule: LabelRule = field(default_factory=LabelRule)
+    window: int = 30
+    embed_dim: int = 32
+    hidden: int = 16
+    heads: int = 4
+    min_precision: float = 0.95
+    val_frac: float = 0.2
+    test_frac: float = 0.2
+    group_by: str = "run"
+    lofo: bool = False
+    baselines: tuple[str, ...] = BASELINES
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def model_config(self, k: int, sample_dtype: str) -> ModelConfig:
+        """The network config for samples of size ``k`` stored as ``sample_dtype``."""
+        return ModelConfig(
+            window=self.window,
+            k=k,
+            embed_dim=self.embed_dim,
+            hidden=self.hidden,
+            heads=self.heads,
+            projection_seed=self.train.seed,
+            sample_dtype=sample_dtype,
+        )
+
+
+@dataclass
+class Evaluation:
+    """One train/val/test evaluation: the trained network, its threshold and the metrics."""
+
+    net: AttentionPredictorNet
+    threshold: float
+    threshold_met: bool
+    train_result: TrainResult
+    metrics: dict[str, Any]
+    split_sizes: dict[str, dict[str, int]]
+
+
+def _trace_samples(traces: list[str]) -> tuple[int, str]:
+    """The common sample size K and storage dtype of all runs; ValueError when runs disagree."""
+    found = set()
+    for src in traces:
+        for info in open_traces(src).list_runs():
+            with h5py.File(info.path, "r") as f:
+                found.add((info.k, str(f[RUNS_GROUP][info.run_id]["samples"].dtype)))
+    if len(found) != 1:
+        raise ValueError(f"runs in {traces} differ in sample size / dtype {sorted(found)}; fit one kind at a time")
+    return found.pop()
+
+
+def _scored(
+    name: str, y_val: np.ndarray, p_val: np.ndarray, test: WindowSet, p_test: np.ndarray, min_precision: float
+) -> tuple[float, bool, dict[str, Any]]:
+    """Threshold from validation, metrics on test (overall and per family)."""
+    threshold, met = choose_threshold(y_val, p_val, min_precision)
+    m = metrics_by_family(test.y, p_test, test.family, threshold)
+    return threshold, met, {"model": name, "threshold": threshold, "precision_target_met_on_val": met, "test": m}
+
+
+def evaluate(data: WindowSet, split: np.ndarray, cfg: FitConfig, model_cfg: ModelConfig) -> Evaluation:
+    """Train the attention model and the baselines on one split; score all on its test part."""
+    parts = {s: data.subset(split == s) for s in ("train", "val", "test")}
+    train, val, test = parts["train"], parts["val"], parts["test"]
+    for name, part in parts.items():
+        if len(part) == 0:
+            raise ValueError(f"the {name} split is empty: give more runs or change --val-frac/--test-frac")
+    if not val.y.any() or val.y.all():
+        raise ValueError("the validation split holds one class only; the threshold cannot be chosen")
+    torch.manual_seed(cfg.train.seed)
+    net = AttentionPredictorNet(model_cfg)
+    result = train_predictor(net, train, val, cfg.train)
+    threshold, met, attention = _scored(
+        "attention", val.y, predict_windows(net, val), test, predict_windows(net, test), cfg.min_precision
+    )
+    metrics: dict[str, Any] = {"attention": attention}
+    for name in cfg.baselines:
+        score = fit_baseline(name, train.features, train.y, cfg.train.seed)
+        metrics[name] = _scored(name, val.y, score(val.features), test, score(test.features), cfg.min_precision)[2]
+    sizes = {
+        s: {"windows": len(p), "positives": int(p.y.sum()), "runs": len(set(p.run_id.tolist()))}
+        for s, p in parts.items()
+    }
+    return Evaluation(net, threshold, met, result, metrics, sizes)
+
+
+def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
+    """Fit on the grouped split (the shipped model) and, if asked, leave each family out in turn."""
+    model_cfg = cfg.model_config(*_trace_samples(cfg.traces))
+    net = AttentionPredictorNet(model_cfg)
+    data = load_windows(cfg.traces, cfg.window, cfg.label_rule, net.embed, model_cfg.k, group_by=cfg.group_by)
+    split = grouped_split(data.group, data.family, cfg.val_frac, cfg.test_frac, cfg.train.seed)
+    main = evaluate(data, split, cfg, model_cfg)
+    families = sorted(set(data.family.tolist()))
+    lofo: dict[str, Any] = {}
+    if cfg.lofo:
+        if len(families) < 2:
+            raise ValueError(f"leave-one-family-out needs >= 2 families, found {families}")
+        for fam in families:
+            ev = evaluate(
+                data, holdout_family_split(data.group, data.family, fam, cfg.val_frac, cfg.train.seed), cfg, model_cfg
+            )
+            lofo[fam] = {name: m["test"]["all"] for name, m in ev.metrics.items()}
+            lofo[fam]["threshold_met_on_val"] = ev.threshold_met
+    runs = {fam: sorted(set(data.run_id[data.family == fam].tolist())) for fam in families}
+    summary = {
+        "traces": [os.fspath(t) for t in cfg.traces],
+        "runs_per_family": {f: len(r) for f, r in runs.items()},
+        "runs": runs,
+        "windows": len(data),
+        "positive_fraction": float(data.y.mean()),
+        "split": main.split_sizes,
+        "lofo": lofo,
+    }
+    return main, summary

@@ -1,0 +1,108 @@
+"""The FreezePredictor the runtime uses: P(converged) for windows of a layer's sampled weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from smartfrz.predictor.checkpoint import PredictorLoadError, load_checkpoint
+from smartfrz.predictor.labels import LabelRule
+from smartfrz.predictor.model import AttentionPredictorNet
+
+PREDICTOR_DIR_ENV = "SMARTFRZ_PREDICTOR_DIR"
+
+
+def predictor_dir() -> Path:
+    """Where named predictors live: $SMARTFRZ_PREDICTOR_DIR, else the repository's predictor_data/."""
+    env = os.environ.get(PREDICTOR_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "predictor_data"
+
+
+class FreezePredictor:
+    """A trained predictor with its decision threshold; inference only (no grad, eval mode).
+
+    Two equivalent paths: ``predict_proba(windows [N, W, K])``, or the incremental one the runtime
+    uses, ``embed_snapshots`` once per recorded snapshot then ``predict_from_embeddings``.
+    """
+
+    def __init__(self, net: AttentionPredictorNet, threshold: float, label_rule: LabelRule, meta: dict[str, Any]):
+        """Wrap a trained network; ``meta`` is the checkpoint's free-form metadata."""
+        self.net = net.eval()
+        self.threshold = float(threshold)
+        self.label_rule = label_rule
+        self.meta = meta
+        self.window = net.cfg.window
+        self.k = net.cfg.k
+        self.embed_dim = net.cfg.embed_dim
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network computes."""
+        return self.net.projection.device
+
+    def to(self, device: str | torch.device) -> FreezePredictor:
+        """Move the network to ``device``; returns self."""
+        self.net.to(device)
+        return self
+
+    def _check(self, x: Tensor, name: str, shape: tuple[int | None, ...]) -> None:
+        """Raise ValueError for a wrong shape, a non-float dtype or non-finite values."""
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise ValueError(
+                f"{name} must be a floating-point Tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}"
+            )
+        if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape, strict=True)):
+            want = "[" + ", ".join("N" if s is None else str(s) for s in shape) + "]"
+            raise ValueError(f"{name} must have shape {want}, got {list(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains non-finite values")
+
+    @torch.no_grad()
+    def embed_snapshots(self, x: Tensor) -> Tensor:
+        """Embed raw snapshots [N, K] -> [N, D] float32 (linear: done once when a snapshot is recorded)."""
+        self._check(x, "snapshots", (None, self.k))
+        return self.net.embed(x.to(self.device, torch.float32)).to(x.device)
+
+    @torch.no_grad()
+    def predict_from_embeddings(self, emb: Tensor) -> Tensor:
+        """P(converged) [N] float32 from embedded windows [N, W, D]; same result as predict_proba."""
+        self._check(emb, "embedded windows", (None, self.window, self.embed_dim))
+        if emb.shape[0] == 0:
+            return emb.new_zeros(0, dtype=torch.float32)
+        logits = self.net.forward_embedded(emb.to(self.device, torch.float32))
+        return torch.sigmoid(logits).to(emb.device)
+
+    @torch.no_grad()
+    def predict_proba(self, windows: Tensor) -> Tensor:
+        """P(converged) [N] float32 for raw windows [N, W, K] of sampled weights (oldest first)."""
+        self._check(windows, "windows", (None, self.window, self.k))
+        n = windows.shape[0]
+        emb = self.embed_snapshots(windows.reshape(n * self.window, self.k)).reshape(n, self.window, self.embed_dim)
+        return self.predict_from_embeddings(emb)
+
+    def predict(self, windows: Tensor) -> Tensor:
+        """Boolean [N]: P(converged) >= threshold."""
+        return self.predict_proba(windows) >= self.threshold
+
+
+def resolve_predictor_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A path as given, or a name looked up as predictor_dir()/<name>.pt."""
+    path = Path(name_or_path)
+    if path.suffix == ".pt" or path.exists() or os.sep in str(name_or_path):
+        return path
+    found = predictor_dir() / f"{name_or_path}.pt"
+    if not found.is_file():
+        known = sorted(p.stem for p in predictor_dir().glob("*.pt"))
+        raise PredictorLoadError(f"no predictor named {name_or_path!r} in {predictor_dir()} (known: {known})")
+    return found
+
+
+def load_predictor(name_or_path: str | os.PathLike[str] = "default") -> FreezePredictor:
+    """Load a shipped predictor by name ("default") or a checkpoint by path; PredictorLoadError if bad."""
+    path = resolve_predictor_path(name_or_path)
+    net, payload = load_checkpoint(path)
+    return FreezePredictor(net, payload["threshold"], LabelRule(**payload["label_rule"]), payload.get("meta", {}))

@@ -1,0 +1,175 @@
+"""Freeze probes: replay a traced run, freeze blocks when the label rule says so, compare final accuracy.
+
+For a label rule (rule, tau), a block is converged from the first snapshot after which all its
+layers stay labelled converged; the frozen part must be a prefix and the head never freezes, so
+block b freezes at max(F_0..F_b). The probe replays the run's exact recipe (same task, data, seed
+and optimizer; the replay is checked against the stored weight samples at the first freeze), freezes
+blocks with the runtime's mechanism at those steps, trains to the end, and evaluates on the same
+validation set as the trace's ``final_val_acc``, which is the unfrozen reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from smartfrz.blocks import discover_blocks, model_logits
+from smartfrz.collection.grid import RunSpec, seed_everything
+from smartfrz.collection.tracer import evaluate, to_device
+from smartfrz.layers import find_layers
+from smartfrz.predictor.labels import LabelRule, first_converged, label_curves
+from smartfrz.runtime.mechanism import freeze_module
+from smartfrz.traces import RunData, TraceSet
+from smartfrz.zoo import DataOptions, get_task, make_optimizer
+
+
+@dataclass
+class ProbeResult:
+    """One probe: a run replayed with the rule's freezing schedule."""
+
+    run_id: str
+    family: str
+    rule: str
+    tau: float
+    frozen_blocks: int  # blocks frozen by the end (head excluded)
+    n_blocks: int
+    first_freeze_step: int | None
+    frozen_param_step_fraction: float  # share of (parameter x step) updates skipped
+    reference_acc: float
+    probe_acc: float
+    acc_loss_points: float  # (reference - probe) * 100; positive = freezing lost accuracy
+    replay_max_abs_err: float | None  # stored fp16 samples vs replayed weights at the first freeze
+    wall_time_s: float
+
+
+def block_freeze_snapshots(labels: np.ndarray, layer_block: np.ndarray, n_blocks: int) -> np.ndarray:
+    """Snapshot index at which each non-head block freezes (T = never); non-decreasing (a prefix)."""
+    if np.any(layer_block < 0):
+        raise ValueError("the trace has no block index for some layers (block = -1); probes need blocks")
+    first = first_converged(labels)
+    n_t = labels.shape[0]
+    out = np.full(n_blocks - 1, n_t, dtype=np.int64)
+    for b in range(n_blocks - 1):
+        members = first[layer_block == b]
+        out[b] = members.max() if members.size else 0
+    return np.maximum.accumulate(out)
+
+
+def _spec(run: RunData) -> RunSpec:
+    """The RunSpec stored in the run's config (runs traced outside the zoo cannot be replayed)."""
+    spec = run.info.config.get("spec")
+    if not spec:
+        raise ValueError(f"run {run.run_id} has no zoo RunSpec in its config_json; it cannot be replayed")
+    return RunSpec(**spec)
+
+
+def run_probe(run: RunData, rule: LabelRule, progress: bool = True) -> ProbeResult:
+    """Replay ``run`` freezing blocks on the rule's schedule; final accuracy against the trace's."""
+    start = time.perf_counter()
+    spec = _spec(run)
+    task = get_task(spec.task)
+    seed_everything(spec.seed)
+    data = task.load_data(
+        DataOptions(root=spec.data_root, max_train=spec.max_train, max_val=spec.max_val, seed=spec.seed)
+    )
+    seed_everything(spec.seed)
+    model = task.build_model(data.num_classes)
+    optimizer = make_optimizer(task, model.parameters(), spec.lr)
+    blocks = discover_blocks(model)
+    names = [n for n, _ in find_layers(model)]
+    if names != run.layer_names:
+        raise ValueError(f"run {run.run_id}: the rebuilt model's layers differ from the trace's")
+    freeze_at = block_freeze_snapshots(label_curves(run.cka, rule), run.block, len(blocks))
+    n_t = len(run.steps)
+    freeze_step = {b: int(run.steps[t]) for b, t in enumerate(freeze_at) if t < n_t}
+    params = np.array([sum(p.numel() for p in blk.module.parameters()) for blk in blocks], dtype=np.float64)
+    epochs = spec.epochs or task.epochs
+    loader = DataLoader(
+        data.train, batch_size=task.batch_size, shuffle=True, generator=torch.Generator().manual_seed(spec.seed)
+    )
+    total_steps = epochs * len(loader)
+    skipped = sum(params[b] * (total_steps - s) for b, s in freeze_step.items())
+    base = ProbeResult(
+        run_id=run.run_id,
+        family=run.info.family,
+        rule=rule.rule,
+        tau=rule.tau,
+        frozen_blocks=len(freeze_step),
+        n_blocks=len(blocks),
+        first_freeze_step=min(freeze_step.values()) if freeze_step else None,
+        frozen_param_step_fraction=float(skipped / (params.sum() * total_steps)),
+        reference_acc=run.info.final_val_acc,
+        probe_acc=run.info.final_val_acc,
+        acc_loss_points=0.0,
+        replay_max_abs_err=None,
+        wall_time_s=0.0,
+    )
+    if not freeze_step:  # nothing freezes: the probe is the reference run itself
+        base.wall_time_s = time.perf_counter() - start
+        return base
+    device = torch.device(spec.device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    torch.manual_seed(spec.seed)
+    model.to(device).train()
+    weights = [m.weight for _, m in find_layers(model)]
+    idx = torch.as_tensor(run.sample_idx)
+    step = 0
+    bar = tqdm(total=total_steps, desc=f"probe {run.run_id} tau={rule.tau:g}", leave=False, disable=not progress)
+    for _ in range(epochs):
+        for x, y in loader:
+            x, y = to_device(x, device), to_device(y, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model_logits(model(x)), y).backward()
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            due = [b for b, s in freeze_step.items() if s == step]
+            if due and base.replay_max_abs_err is None:
+                t = int(np.searchsorted(run.steps, step))
+                with torch.no_grad():
+                    now = torch.stack([w.detach().flatten().cpu()[i] for w, i in zip(weights, idx, strict=True)])
+                base.replay_max_abs_err = float((now - torch.from_numpy(run.samples[t])).abs().max())
+            for b in due:
+                freeze_module(blocks[b].module, [optimizer], set())
+    bar.close()
+    val_loader = DataLoader(data.val, batch_size=max(task.batch_size, 256))
+    _, acc = evaluate(model, val_loader, loss_fn, device)
+    base.probe_acc = acc
+    base.acc_loss_points = (base.reference_acc - acc) * 100.0
+    base.wall_time_s = time.perf_counter() - start
+    return base
+
+
+def run_probes(
+    traces: TraceSet, run_ids: Sequence[str], rules: Sequence[LabelRule], progress: bool = True
+) -> list[ProbeResult]:
+    """Every (run, rule) probe, in order."""
+    results = []
+    for rid in tqdm(run_ids, desc="probe runs", unit="run", disable=not progress):
+        run = traces.load_run(rid)
+        results += [run_probe(run, rule, progress) for rule in rules]
+    return results
+
+
+def summarise_probes(results: Sequence[ProbeResult]) -> dict[str, Any]:
+    """Per tau: probes, mean / worst / std accuracy loss (points) and mean frozen share."""
+    out: dict[str, Any] = {"probes": [asdict(r) for r in results], "per_tau": {}}
+    for tau in sorted({r.tau for r in results}):
+        rs = [r for r in results if r.tau == tau]
+        loss = np.array([r.acc_loss_points for r in rs])
+        out["per_tau"][f"{tau:g}"] = {
+            "n": len(rs),
+            "mean_loss_points": float(loss.mean()),
+            "worst_loss_points": float(loss.max()),
+            "std_loss_points": float(loss.std(ddof=1)) if len(rs) > 1 else None,
+            "mean_frozen_param_step_fraction": float(np.mean([r.frozen_param_step_fraction for r in rs])),
+            "runs_with_freezing": sum(r.frozen_blocks > 0 for r in rs),
+        }
+    return out

@@ -1,0 +1,139 @@
+"""Fit report (JSON + markdown) and the data card shipped beside a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from smartfrz._version import __version__
+
+_COLS = ("n", "positives", "roc_auc", "pr_auc", "precision", "recall", "f1")
+
+
+def code_version() -> str:
+    """Package version plus the git commit (and '+dirty') when run from a checkout."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    if head.returncode != 0:
+        return f"{__version__} (no git commit)"
+    return f"{__version__}+g{head.stdout.strip()}" + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp (seconds)."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _fmt(v: Any) -> str:
+    """Table cell: 3 decimals for floats, '-' for None."""
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _table(rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """Markdown table of metric dicts, one row per (model, subset)."""
+    lines = ["| model | subset | " + " | ".join(_COLS) + " |", "|" + "---|" * (len(_COLS) + 2)]
+    lines += [f"| {a} | {b} | " + " | ".join(_fmt(m.get(c)) for c in _COLS) + " |" for a, b, m in rows]
+    return lines
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The human-readable report: data, threshold, test metrics, leave-one-family-out, latency."""
+    d = report["data"]
+    lines = [
+        f"Label rule: `{report['label_rule']}`; window W={report['model_config']['window']}, "
+        f"K={report['model_config']['k']}; {d['windows']} windows, {d['positive_fraction']:.1%} positive; "
+        f"runs per family: {d['runs_per_family']}.",
+        f"Split (grouped by {report['group_by']} within family): "
+        + ", ".join(f"{s}: {v['runs']} runs / {v['windows']} windows" for s, v in d["split"].items())
+        + ".",
+        f"Threshold {report['threshold']:.4f}, chosen on validation for precision >= {report['min_precision']}"
+        + ("" if report["threshold_met_on_val"] else " (target NOT reached on validation: highest precision used)")
+        + ".",
+        "",
+        "### Test split (held-out runs), threshold chosen on validation per model",
+        "",
+    ]
+    rows = [(name, fam, m) for name, res in report["metrics"].items() for fam, m in res["test"].items()]
+    lines += _table(rows)
+    if d["lofo"]:
+        lines += ["", "### Leave one family out (trained without the family, scored on it)", ""]
+        lines += _table(
+            [(name, fam, m) for fam, res in d["lofo"].items() for name, m in res.items() if isinstance(m, dict)]
+        )
+    lat = report.get("latency")
+    if lat:
+        lines += [
+            "",
+            f"Latency, {lat['n_layers']} layers, 1 CPU thread: incremental stage "
+            f"{lat['incremental_stage_ms']:.2f} ms wall, "
+            f"{lat['incremental_stage_cpu_ms']:.2f} ms CPU time "
+            f"(embed newest {lat['embed_latest_ms']:.2f} ms + attention {lat['attention_ms']:.2f} ms); "
+            f"full raw windows {lat['full_window_ms']:.1f} ms. Parameters: {report['parameters']}.",
+        ]
+    for source, per_tau in report.get("probes", {}).items():
+        lines += ["", f"### Freeze probes (label-rule calibration), from {source}", ""]
+        lines += probes_markdown({"per_tau": per_tau, "probes": []}).split("\n\n")[0].splitlines()
+    t = report["training"]
+    lines += ["", f"Training: best epoch {t['best_epoch']} of {t['epochs_run']}, pos_weight {t['pos_weight']:.2f}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], stem: Path) -> tuple[Path, Path]:
+    """Save ``<stem>.report.json`` and ``<stem>.card.md`` (the data card holds the markdown report)."""
+    json_path = stem.with_name(stem.name + ".report.json")
+    card_path = stem.with_name(stem.name + ".card.md")
+    json_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    card = [
+        f"# smartfrz freeze predictor `{stem.name}`",
+        "",
+        f"- Trained on: {report['trained_on']}",
+        f"- Trace sources: {', '.join(report['data']['traces'])}",
+        f"- Code version: {report['code_version']}; date: {report['date']}; checkpoint schema "
+        f"{report['schema_version']}",
+        f"- Intended use: `smartfrz.predictor.load_predictor('{stem.name}')` for the SmartFRZ policy; "
+        "P(converged) per layer window, freeze when >= threshold.",
+        f"- Limits: {report['limits']}",
+        "",
+        "## Metrics",
+        "",
+        report_markdown(report),
+    ]
+    card_path.write_text("\n".join(card))
+    return json_path, card_path
+
+
+def probes_markdown(summary: dict[str, Any]) -> str:
+    """Freeze-probe results per tau, then per probe."""
+    lines = [
+        "| tau | probes | mean loss (pts) | worst loss (pts) | std (pts) | runs with freezing | mean frozen share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for tau, s in summary["per_tau"].items():
+        lines.append(
+            f"| {tau} | {s['n']} | {s['mean_loss_points']:.2f} | {s['worst_loss_points']:.2f} | "
+            f"{_fmt(s['std_loss_points'])} | {s['runs_with_freezing']} | {s['mean_frozen_param_step_fraction']:.1%} |"
+        )
+    lines += [
+        "",
+        "| run | tau | frozen blocks | reference acc | probe acc | loss (pts) | replay err |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["probes"]:
+        lines.append(
+            f"| {r['run_id']} | {r['tau']:g} | {r['frozen_blocks']}/{r['n_blocks'] - 1} | {r['reference_acc']:.4f} | "
+            f"{r['probe_acc']:.4f} | {r['acc_loss_points']:.2f} | {_fmt(r['replay_max_abs_err'])} |"
+        )
+    return "\n".join(lines) + "\n"

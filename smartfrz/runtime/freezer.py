@@ -1,0 +1,416 @@
+"""The Freezer: the one object a training loop talks to (policy, mechanism, cache, DDP, accounting).
+
+Three added lines in a plain loop::
+
+    freezer = Freezer(model, optimizer, deterministic_inputs=True, cache=True)
+    out = freezer(x, idx)        # instead of model(x); idx = the samples' dataset indices
+    freezer.step()               # after optimizer.step()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim import Optimizer
+
+from smartfrz.blocks import Activation, Block, check_split, discover_blocks, layer_block_index, run_blocks
+from smartfrz.layers import find_layers
+from smartfrz.runtime import distributed
+from smartfrz.runtime.accounting import FlopAccount, batch_size, measure_block_flops
+from smartfrz.runtime.cache import ActivationCache, CacheConfig
+from smartfrz.runtime.events import EventLog, FreezeEvent
+from smartfrz.runtime.mechanism import base_optimizer, freeze_module
+from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
+from smartfrz.runtime.protocols import PredictorProtocol
+from smartfrz.runtime.smartfrz_policy import SmartFRZ
+
+log = logging.getLogger("smartfrz.runtime")
+
+STATE_VERSION = 1
+SNAPSHOTS_PER_RUN = 40  # the trace collector's default cadence: record_every = total_steps // 40
+FLOP_SAMPLES = 8  # samples of the first batch used to measure per-block FLOPs
+
+
+class BlockRange(nn.Module):
+    """Blocks ``start..end`` as one module, so DDP can wrap the part that still trains."""
+
+    def __init__(self, blocks: Sequence[Block], start: int) -> None:
+        super().__init__()
+        self.blocks = list(blocks[start:])
+        self.mods = nn.ModuleList(b.module for b in self.blocks)
+
+    def forward(self, act: Activation) -> Activation:
+        """Run the blocks in order."""
+        return run_blocks(self.blocks, act)
+
+
+def resolve_policy(
+    policy: Policy | PredictorProtocol | str | os.PathLike[str] | None,
+    record_every: int | None,
+    stage_every: int | None,
+    window: int | None,
+    threshold: float | None,
+    seed: int,
+    total_steps: int | None,
+) -> Policy:
+    """A Policy from a policy, a predictor object, a predictor name/path, or None (never freeze)."""
+    options = {"record_every": record_every, "stage_every": stage_every, "window": window, "threshold": threshold}
+    if isinstance(policy, Policy) or policy is None:
+        given = [k for k, v in options.items() if v is not None]
+        if given:
+            raise ValueError(f"{given} configure the SmartFRZ predictor policy; set them on the policy you passed")
+        return NoFreeze() if policy is None else policy
+    if isinstance(policy, str | os.PathLike):
+        from smartfrz.predictor import load_predictor
+
+        predictor: Any = load_predictor(policy)
+    else:
+        predictor = policy
+    if record_every is None:
+        record_every = max(1, total_steps // SNAPSHOTS_PER_RUN) if total_steps else 10
+    stage_every = stage_every if stage_every is not None else record_every
+    return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed)
+
+
+def _head(x: Any, n: int) -> Any:
+    """The first ``n`` samples of a batch (a tensor or a tuple of tensors)."""
+    return tuple(t[:n] for t in x) if isinstance(x, tuple) else x[:n]
+
+
+def _select(act: Activation, mask: Tensor) -> Activation:
+    """Rows of an activation (tensor or tuple of tensors) where ``mask`` is True."""
+    return tuple(t[mask] for t in act) if isinstance(act, tuple) else act[mask]
+
+
+def _merge(hit: Tensor, served: Activation, computed: Activation) -> Activation:
+    """Interleave cached rows (``hit``) and freshly computed rows back into batch order."""
+
+    def one(a: Tensor, b: Tensor) -> Tensor:
+        """Merge one tensor of the activation."""
+        out = torch.empty((hit.numel(), *a.shape[1:]), dtype=b.dtype, device=b.device)
+        out[hit] = a.to(b.dtype)
+        out[~hit] = b
+        return out
+
+    if isinstance(served, tuple):
+        assert isinstance(computed, tuple)
+        return tuple(one(a, b) for a, b in zip(served, computed, strict=True))
+    assert isinstance(computed, Tensor)
+    return one(served, computed)
+
+
+def _first_tensor(x: Any) -> Tensor | None:
+    """The first tensor in a batch (nested tuples/lists), for its device."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, tuple | list):
+        for item in x:
+            t = _first_tensor(item)
+            if t is not None:
+                return t
+    return None
+
+
+class Freezer:
+    """Freezes a growing prefix of blocks during training and serves it from an activation cache.
+
+    Args:
+        model: the model (or its DistributedDataParallel wrapper: the freezer then rebuilds the
+            wrapper after each freeze; forward through the freezer, not the old wrapper).
+        optimizer: the optimizer over the model's parameters (state of frozen ones is dropped).
+        policy: a :class:`Policy`, a predictor object, a predictor name or path ("default"), or
+            None to never freeze.
+        blocks: explicit blocks (module names, modules or Blocks, head last); default: discovered.
+        record_every, stage_every, window, threshold: SmartFRZ settings when ``policy`` is a
+            predictor (defaults: ``total_steps // 40`` or 10, ``record_every``, the predictor's).
+        total_steps: planned optimizer steps, used for the default recording cadence.
+        cache: True or a :class:`CacheConfig` to serve the frozen prefix from an activation cache.
+        deterministic_inputs: the user's promise that a sample's input to the prefix is the same
+            every time (no random augmentation); required for the cache.
+        seed: seed of the weight sample positions.
+        writer: optional TensorBoard ``SummaryWriter`` for freeze events.
+        measure_flops: measure per-block FLOPs on the first batch for the savings summary.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        policy: Policy | PredictorProtocol | str | os.PathLike[str] | None = "default",
+        *,
+        blocks: Sequence[str | nn.Module | Block] | None = None,
+        record_every: int | None = None,
+        stage_every: int | None = None,
+        window: int | None = None,
+        threshold: float | None = None,
+        total_steps: int | None = None,
+        cache: CacheConfig | bool | None = None,
+        deterministic_inputs: bool = False,
+        seed: int = 0,
+        writer: Any = None,
+        measure_flops: bool = True,
+    ) -> None:
+        self.module = model.module if isinstance(model, DDP) else model
+        self._ddp_kwargs = distributed.ddp_kwargs(model) if isinstance(model, DDP) else None
+        self._wrapper: nn.Module = model
+        self.optimizer = base_optimizer(optimizer)
+        self.cache = self._build_cache(cache, deterministic_inputs)
+        try:
+            self.blocks = discover_blocks(self.module, blocks)
+        except ValueError as err:
+            raise ValueError(
+                f"{err}\nWith the freezer: Freezer(model, optimizer, blocks=['stem', 'stage1', ..., 'head'])."
+            ) from err
+        self.layers = find_layers(self.module)
+        where = layer_block_index(self.module, self.blocks)
+        self.policy = resolve_policy(policy, record_every, stage_every, window, threshold, seed, total_steps)
+        self.policy.attach(
+            PolicyContext(
+                block_names=[b.name for b in self.blocks],
+                layers=self.layers,
+                layer_block=[where[name] for name, _ in self.layers],
+                optimizer=self.optimizer,
+            )
+        )
+        self.events = EventLog(writer)
+        self.flops = FlopAccount()
+        self._measure_flops = measure_flops
+        self.num_frozen = 0
+        self.step_count = 0
+        self.overhead_s = 0.0  # time spent in step(): recording, prediction, freezing
+        self._split_checked = False
+        self._pending_batch = 0
+        self._pending_hits = 0
+        self._warned_no_idx = False
+        if self.cache is not None and self._ddp_kwargs is not None:
+            self._rewrap()
+
+    @staticmethod
+    def _build_cache(cache: CacheConfig | bool | None, deterministic: bool) -> ActivationCache | None:
+        """The activation cache asked for, refusing it without the determinism promise."""
+        if cache is None or cache is False:
+            return None
+        if not deterministic:
+            raise ValueError(
+                "the activation cache serves a frozen prefix's stored outputs, which is only right when each "
+                "sample's input is the same every epoch (no random augmentation before the model); pass "
+                "deterministic_inputs=True to declare that, or leave cache off"
+            )
+        return ActivationCache(CacheConfig() if cache is True else cache, deterministic)
+
+    @property
+    def model(self) -> nn.Module:
+        """The module to call for the forward pass (the current DDP wrapper under DDP)."""
+        return self._wrapper
+
+    @property
+    def frozen_blocks(self) -> list[str]:
+        """Names of the frozen blocks."""
+        return [b.name for b in self.blocks[: self.num_frozen]]
+
+    # ---------------------------------------------------------------- forward
+    def __call__(self, x: Any, idx: Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Same as :meth:`forward`."""
+        return self.forward(x, idx, *args, **kwargs)
+
+    def forward(self, x: Any, idx: Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+        """The model's forward on batch ``x``; with the cache, ``idx`` (dataset indices) lets the prefix be skipped.
+
+        Without a cache this is ``model(x, *args, **kwargs)``. With a cache it runs the blocks (so it
+        returns the head's output, e.g. the logits of a Hugging Face classifier). In eval mode
+        (``model.eval()``) the cache is neither read nor filled, so evaluation data never mixes with
+        the training indices.
+        """
+        if self._measure_flops and not self.flops.measured:
+            self._measure(x)
+        if not self.module.training:  # evaluation: never touch the cache or the training accounts
+            return run_blocks(self.blocks, x) if self.cache is not None else self._wrapper(x, *args, **kwargs)
+        self._pending_batch += batch_size(x)
+        if self.cache is None:
+            return self._wrapper(x, *args, **kwargs)
+        if args or kwargs:
+            raise TypeError("with the activation cache the forward takes the batch and its indices only")
+        if idx is None and not self._warned_no_idx:
+            log.warning("Freezer.forward got no dataset indices: the frozen prefix is recomputed, not cached")
+            self._warned_no_idx = True
+        return self._forward_cached(x, idx)
+
+    def _forward_cached(self, x: Any, idx: Tensor | None = None) -> Any:
+        """Serve the frozen prefix from the cache (computing and storing misses), then run the rest."""
+        f = self.num_frozen
+        if f == 0:
+            return self._suffix()(x)
+        self._check_split_once(x)
+        if idx is None:
+            with torch.no_grad():
+                h = run_blocks(self.blocks, x, 0, f)
+            return self._suffix()(h)
+        assert self.cache is not None
+        ref = _first_tensor(x)
+        idx = idx.to(ref.device if ref is not None else idx.device, torch.int64)
+        hit = self.cache.lookup(idx)
+        n_hit = int(hit.sum())
+        self._pending_hits += n_hit
+        with torch.no_grad():
+            if n_hit == idx.numel():
+                h = self.cache.gather(idx)
+            elif n_hit == 0:
+                h = self._store_and_serve(run_blocks(self.blocks, x, 0, f), idx)
+            else:
+                miss = ~hit
+                computed = self._store_and_serve(run_blocks(self.blocks, _select(x, miss), 0, f), idx[miss])
+                h = _merge(hit, self.cache.gather(idx[hit]), computed)
+        return self._suffix()(h)
+
+    def _store_and_serve(self, computed: Activation, idx: Tensor) -> Activation:
+        """Store fresh rows and use what the cache now holds for them (at its precision).
+
+        So a sample's activation is the same whether it was a hit or a miss.
+        """
+        assert self.cache is not None
+        self.cache.store(computed, idx)
+        stored = self.cache.contains(idx)
+        n = int(stored.sum())
+        if n == 0:
+            return computed
+        if n == idx.numel():
+            return self.cache.gather(idx)
+        return _merge(stored, self.cache.gather(idx[stored]), _select(computed, ~stored))
+
+    def _suffix(self) -> nn.Module:
+        """The module that runs the trainable blocks (a DDP wrapper over them under DDP)."""
+        if self._ddp_kwargs is not None:
+            return self._wrapper
+        if getattr(self, "_suffix_mod", None) is None or self._suffix_mod_start != self.num_frozen:
+            self._suffix_mod = BlockRange(self.blocks, self.num_frozen)
+            self._suffix_mod_start = self.num_frozen
+        return self._suffix_mod
+
+    def _check_split_once(self, x: Any) -> None:
+        """Before the first cached step, verify that the blocks compose to the model's forward."""
+        if self._split_checked:
+            return
+        check_split(self.module, self.blocks, _head(x, 4), atol=1e-4, rtol=1e-3)
+        self._split_checked = True
+
+    def _measure(self, x: Any) -> None:
+        """Measure per-block forward FLOPs on a few samples of the first batch (eval mode, no grad)."""
+        n = batch_size(x)
+        example = _head(x, FLOP_SAMPLES)
+        modes = {m: m.training for m in self.module.modules()}
+        self.module.eval()
+        try:
+            self.flops.block_flops = measure_block_flops(
+                lambda b, h: self.blocks[b].forward(h), example, len(self.blocks), min(n, FLOP_SAMPLES)
+            )
+        except Exception as err:  # a block list that does not chain: freezing still works
+            log.warning("cannot measure per-block FLOPs (%s); the summary will not report FLOPs", err)
+            self._measure_flops = False
+        finally:
+            for m, mode in modes.items():
+                m.train(mode)
+
+    # ---------------------------------------------------------------- step
+    def step(self) -> None:
+        """Call once after each optimizer step: record, and at stage steps let the policy extend the prefix."""
+        start = time.perf_counter()
+        self.step_count += 1
+        step, f = self.step_count, self.num_frozen
+        self.flops.on_step(self._pending_batch, f, self._pending_hits)
+        self._pending_batch = self._pending_hits = 0
+        rank0 = distributed.is_rank0()
+        if rank0:
+            self.policy.observe(step, f)
+        if self.policy.is_stage(step):
+            target, scores = (self.policy.decide(step, f), dict(self.policy.block_scores)) if rank0 else (f, {})
+            if distributed.is_distributed():
+                target, scores = distributed.broadcast_decision(target, scores, len(self.blocks))
+            target = min(max(target, f), len(self.blocks) - 1)
+            if target > f:
+                self._freeze_to(target, step, scores)
+        self.overhead_s += time.perf_counter() - start
+
+    def _freeze_to(self, target: int, step: int | None, scores: dict[int, float]) -> None:
+        """Freeze blocks ``num_frozen..target-1`` (``step`` None: restoring a checkpoint, no events)."""
+        old = self.num_frozen
+        trainable = {id(p) for b in self.blocks[target:] for p in b.module.parameters()}
+        for b in range(old, target):
+            freeze_module(self.blocks[b].module, [self.optimizer], trainable)
+            if step is not None:
+                self.events.add(FreezeEvent(step, b, self.blocks[b].name, scores.get(b), self.policy.name))
+        self.num_frozen = target
+        self.policy.on_frozen(target)
+        if self.cache is not None:
+            self.cache.advance(lambda h: run_blocks(self.blocks, h, old, target))
+        if self._ddp_kwargs is not None:
+            self._rewrap()
+
+    def _rewrap(self) -> None:
+        """Rebuild the DDP wrapper over what still trains (collective: every rank is here at the same step)."""
+        assert self._ddp_kwargs is not None
+        target = BlockRange(self.blocks, self.num_frozen) if self.cache is not None else self.module
+        self._wrapper = distributed.wrap(target, self._ddp_kwargs)
+
+    def close(self) -> None:
+        """Remove the hooks the policy installed (e.g. AutoFreeze's optimizer hook); frozen blocks stay frozen."""
+        self.policy.detach()
+
+    # ---------------------------------------------------------------- reporting and checkpoints
+    def summary(self) -> dict[str, Any]:
+        """Blocks frozen, freeze events, FLOPs saved, cache statistics and the freezer's own time."""
+        return {
+            "policy": self.policy.describe(),
+            "steps": self.step_count,
+            "blocks_total": len(self.blocks),
+            "blocks_frozen": self.num_frozen,
+            "frozen_blocks": self.frozen_blocks,
+            "events": self.events.state_dict(),
+            **self.flops.summary(),
+            "cache": None if self.cache is None else self.cache.stats(),
+            "overhead_s": self.overhead_s,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: frozen prefix, policy state (recorder windows), cache settings, events."""
+        return {
+            "version": STATE_VERSION,
+            "blocks": [b.name for b in self.blocks],
+            "step": self.step_count,
+            "num_frozen": self.num_frozen,
+            "policy": {"describe": self.policy.describe(), "state": self.policy.state_dict()},
+            "cache": None if self.cache is None else self.cache.state_dict(),
+            "events": self.events.state_dict(),
+            "flops": self.flops.state_dict(),
+            "overhead_s": self.overhead_s,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: re-freeze the saved prefix and restore the policy, cache settings and counters."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"freezer state version {state.get('version')} != {STATE_VERSION}")
+        names = [b.name for b in self.blocks]
+        if state["blocks"] != names:
+            raise ValueError(f"checkpoint blocks {state['blocks']} differ from this model's {names}")
+        saved_policy = state["policy"]["describe"]
+        if saved_policy != self.policy.describe():
+            raise ValueError(f"checkpoint policy {saved_policy} differs from this freezer's {self.policy.describe()}")
+        if state["num_frozen"] < self.num_frozen:
+            raise ValueError("this freezer has already frozen more blocks than the checkpoint; load into a fresh one")
+        if state["cache"] is not None:
+            if self.cache is None:
+                self.cache = ActivationCache(CacheConfig(), deterministic_inputs=False)
+            self.cache.load_state_dict(state["cache"])
+        self.policy.load_state_dict(state["policy"]["state"])
+        if state["num_frozen"] > self.num_frozen:
+            self._freeze_to(state["num_frozen"], None, {})
+        self.events.load_state_dict(state["events"])
+        self.flops.load_state_dict(state["flops"])
+        self.step_count = int(state["step"])
+        self.overhead_s = float(state["overhead_s"])

@@ -1,0 +1,86 @@
+"""PyTorch Lightning callback: a Freezer driven by the Lightning training loop (imports Lightning lazily).
+
+Import this module only when Lightning is installed (``pip install lightning``); the rest of
+:mod:`smartfrz.runtime` never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # the standalone package name
+    try:
+        import pytorch_lightning as pl  # type: ignore[no-redef]
+    except ImportError as err:
+        raise ImportError("smartfrz.runtime.lightning_callback needs Lightning: pip install lightning") from err
+
+from smartfrz.runtime.freezer import Freezer
+from smartfrz.runtime.policies import Policy
+from smartfrz.runtime.protocols import PredictorProtocol
+
+
+class SmartFRZCallback(pl.Callback):
+    """Builds a :class:`Freezer` at fit start and steps it once per optimizer step.
+
+    Args:
+        policy: as for :class:`Freezer` ("default", a path, a predictor, a Policy or None).
+        module_attr: attribute of the LightningModule holding the network to freeze (e.g. "net");
+            None freezes the LightningModule itself (then give ``blocks`` unless it is discoverable).
+        **freezer_kwargs: any other :class:`Freezer` option (blocks, cache, deterministic_inputs, ...).
+
+    Freezing needs nothing else. To serve the frozen prefix from the activation cache, keep a
+    reference to the callback and call ``callback.freezer(x, idx)`` in ``training_step``.
+    Under Lightning's DDP strategy use ``strategy="ddp_find_unused_parameters_true"``: Lightning owns
+    the DDP wrapper, so the freezer cannot rebuild it after a freeze.
+    """
+
+    def __init__(
+        self,
+        policy: Policy | PredictorProtocol | str | os.PathLike[str] | None = "default",
+        module_attr: str | None = None,
+        **freezer_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self.module_attr = module_attr
+        self.freezer_kwargs = freezer_kwargs
+        self.freezer: Freezer | None = None
+        self._pending: dict[str, Any] | None = None
+        self._seen_step = 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Build the freezer over the module and the trainer's (first) optimizer."""
+        if not trainer.optimizers:
+            raise RuntimeError("SmartFRZCallback needs an optimizer (configure_optimizers returned none)")
+        model = getattr(pl_module, self.module_attr) if self.module_attr else pl_module
+        self.freezer = Freezer(model, trainer.optimizers[0], self.policy, **self.freezer_kwargs)
+        if self._pending is not None:
+            self.freezer.load_state_dict(self._pending)
+            self._pending = None
+        self._seen_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Step the freezer when an optimizer step happened (gradient accumulation aware)."""
+        if self.freezer is not None and trainer.global_step > self._seen_step:
+            self._seen_step = trainer.global_step
+            self.freezer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The freezer's state, saved in Lightning checkpoints."""
+        if self.freezer is not None:
+            return self.freezer.state_dict()
+        return self._pending or {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore from a Lightning checkpoint (applied when the freezer is built, at fit start)."""
+        if not state_dict:
+            return
+        if self.freezer is not None:
+            self.freezer.load_state_dict(state_dict)
+        else:
+            self._pending = state_dict

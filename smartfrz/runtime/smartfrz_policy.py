@@ -1,0 +1,141 @@
+"""The SmartFRZ policy: a predictor judges each active layer's recent weight window."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from smartfrz.runtime.policies import Policy, PolicyContext, walk_prefix
+from smartfrz.runtime.protocols import IncrementalPredictorProtocol, PredictorProtocol
+from smartfrz.runtime.recorder import WeightRecorder
+
+
+def _predictor_device(predictor: object) -> torch.device | None:
+    """Where the predictor computes, when it says so (``device`` attribute or its first parameter)."""
+    device = getattr(predictor, "device", None)
+    if device is not None:
+        return torch.device(device)
+    params = getattr(predictor, "parameters", None)
+    if callable(params):
+        first = next(iter(params()), None)
+        return None if first is None else first.device
+    return None
+
+
+class SmartFRZ(Policy):
+    """Record every ``record_every`` steps; every ``stage_every`` steps ask the predictor.
+
+    A block freezes when every judged layer in it has P(converged) >= ``threshold`` and every
+    earlier block is frozen; the head never freezes. Only layers of blocks that may still freeze
+    are recorded, so the cost shrinks as the prefix grows.
+    """
+
+    name = "smartfrz"
+
+    def __init__(
+        self,
+        predictor: PredictorProtocol,
+        record_every: int = 10,
+        stage_every: int = 100,
+        window: int | None = None,
+        threshold: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(predictor, PredictorProtocol):
+            raise TypeError(
+                "predictor must have window, k, threshold and predict_proba(windows [N,W,K]) -> [N]; "
+                f"got {type(predictor).__name__}"
+            )
+        if record_every < 1 or stage_every < 1:
+            raise ValueError(f"record_every and stage_every must be >= 1, got {record_every}, {stage_every}")
+        self.predictor = predictor
+        self.record_every, self.stage_every = record_every, stage_every
+        self.window = int(window if window is not None else predictor.window)
+        self.threshold = float(threshold if threshold is not None else predictor.threshold)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        self.seed = seed
+        self.incremental = isinstance(predictor, IncrementalPredictorProtocol)
+        self.recorder: WeightRecorder | None = None
+        self._judged: list[int] = []  # layer indices (into ctx.layers) that the recorder tracks
+
+    def attach(self, ctx: PolicyContext) -> None:
+        """Build the recorder over the layers of the freezable blocks."""
+        super().attach(ctx)
+        self._judged = [i for i, b in enumerate(ctx.layer_block) if b < ctx.num_freezable]
+        if not self._judged:
+            return
+        embed = self.predictor.embed_snapshots if self.incremental else None  # type: ignore[attr-defined]
+        self.recorder = WeightRecorder(
+            [ctx.layers[i][1] for i in self._judged], self.predictor.k, self.window, self.seed, embed
+        )
+
+    def observe(self, step: int, num_frozen: int) -> None:
+        """Take a snapshot every ``record_every`` steps."""
+        if self.recorder is not None and step % self.record_every == 0:
+            self.recorder.record()
+
+    def is_stage(self, step: int) -> bool:
+        """Every ``stage_every`` steps."""
+        return step % self.stage_every == 0
+
+    @torch.no_grad()
+    def _predict(self, rows: list[int]) -> Tensor:
+        """P(converged) on the CPU for these recorder rows, through the incremental path when available."""
+        assert self.recorder is not None
+        device = _predictor_device(self.predictor)
+        if self.incremental:
+            windows = self.recorder.embedded_windows(rows)
+            windows = windows if device is None else windows.to(device)
+            return self.predictor.predict_from_embeddings(windows).float().cpu()  # type: ignore[attr-defined]
+        windows = self.recorder.windows(rows)
+        windows = windows if device is None else windows.to(device)
+        return self.predictor.predict_proba(windows).float().cpu()
+
+    def decide(self, step: int, num_frozen: int) -> int:
+        """Extend the prefix over blocks whose layers the predictor all judges converged."""
+        assert self.ctx is not None
+        self.block_scores = {}
+        if self.recorder is None or not self.recorder.full or not self.recorder.active:
+            return num_frozen
+        rows = self.recorder.active  # recorder rows == positions in self._judged
+        probs = self._predict(rows)
+        if probs.shape != (len(rows),) or not bool(torch.isfinite(probs).all()):
+            raise RuntimeError(f"predictor returned {tuple(probs.shape)} / non-finite values for {len(rows)} windows")
+        layer_prob = {self._judged[r]: float(p) for r, p in zip(rows, probs.tolist(), strict=True)}
+        for b in range(num_frozen, self.ctx.num_freezable):
+            in_block = [layer_prob[i] for i in self.ctx.layers_of(b) if i in layer_prob]
+            if in_block:
+                self.block_scores[b] = min(in_block)
+        converged = {i: p >= self.threshold for i, p in layer_prob.items()}
+        return walk_prefix(self.ctx, num_frozen, converged)
+
+    def on_frozen(self, num_frozen: int) -> None:
+        """Stop recording the layers of frozen blocks."""
+        assert self.ctx is not None
+        if self.recorder is not None:
+            keep = [r for r, i in enumerate(self._judged) if self.ctx.layer_block[i] >= num_frozen]
+            self.recorder.set_active(keep)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The recorder's windows and position."""
+        return {"recorder": None if self.recorder is None else self.recorder.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the recorder's windows and position."""
+        if self.recorder is not None and state["recorder"] is not None:
+            self.recorder.load_state_dict(state["recorder"])
+
+    def describe(self) -> dict[str, Any]:
+        """Name and schedule settings."""
+        return {
+            "name": self.name,
+            "record_every": self.record_every,
+            "stage_every": self.stage_every,
+            "window": self.window,
+            "threshold": self.threshold,
+            "seed": self.seed,
+        }

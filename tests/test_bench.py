@@ -1,0 +1,179 @@
+"""The benchmark: held-out tasks, paired accounting, oracle schedules, and `--quick` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from smartfrz.bench import BENCH_TASKS, PolicySpec, ScheduledFreeze
+from smartfrz.bench.__main__ import TRAINING_PRESET, main
+from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
+from smartfrz.bench.report import paired
+from smartfrz.bench.tasks import held_out
+from smartfrz.collection.presets import PRESETS
+from smartfrz.predictor.checkpoint import save_checkpoint
+from smartfrz.predictor.labels import LabelRule
+from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
+from smartfrz.runtime import Freezer
+
+
+def test_bench_tasks_hold_out_a_family_and_a_dataset_of_the_training_preset():
+    names = [t.name for t in BENCH_TASKS]
+    training = PRESETS[TRAINING_PRESET].tasks
+    assert not set(names) & set(training)
+    out = held_out(names, training)
+    assert out["families"] and out["datasets"]
+    assert {t.scenario for t in BENCH_TASKS} == {"scratch", "finetune"}
+
+
+def test_policy_spec_parsing_and_errors():
+    assert PolicySpec.parse("smartfrz+cache") == PolicySpec("smartfrz", True)
+    assert PolicySpec.parse("freezeout").name == "freezeout"
+    with pytest.raises(ValueError, match="unknown policy"):
+        PolicySpec.parse("egeria")
+    with pytest.raises(ValueError, match="none\\+cache"):
+        PolicySpec.parse("none+cache")
+
+
+def test_scheduled_freeze_replays_its_schedule_as_a_prefix():
+    model = torch.nn.Sequential(*(torch.nn.Linear(4, 4) for _ in range(3)), torch.nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    freezer = Freezer(model, opt, ScheduledFreeze([2, 2, None]), measure_flops=False)
+    for step in range(1, 5):
+        model(torch.randn(3, 4)).sum().backward()
+        opt.step()
+        freezer.step()
+        assert freezer.num_frozen == (2 if step >= 2 else 0)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        ScheduledFreeze([3, 2, None])
+    with pytest.raises(ValueError, match="freezable blocks"):
+        Freezer(model, torch.optim.SGD(model.parameters(), lr=0.1), ScheduledFreeze([1]), measure_flops=False)
+
+
+def test_oracle_schedule_follows_the_cka_rule_and_the_prefix():
+    steps = [10, 20, 30, 40]
+    cka = np.array([[0.50, 0.99, 0.2], [0.97, 0.99, 0.5], [0.99, 0.99, 0.9], [1.0, 1.0, 1.0]])
+    # block 0 is above 0.95 from snapshot 1; block 1 from 0 but must wait for block 0; block 2 only at the end.
+    assert schedule_from_cka(cka, steps, 0.95, 40) == [20, 20, None]
+    assert schedule_from_cka(cka, steps, 0.98, 40) == [30, 30, None]
+    ladder = candidate_schedules(cka, steps, 40, (0.98, 0.95, 0.999))
+    assert [tau for tau, _ in ladder] == [0.95, 0.98]  # earliest first; 0.999 freezes nothing before the end
+    with pytest.raises(ValueError, match="do not match"):
+        schedule_from_cka(cka, steps[:2], 0.9, 40)
+
+
+def test_paired_rejects_a_run_from_another_seed():
+    run = {"task": "t", "seed": 1, "policy": "freezeout", "val_acc": 0.5, "flops_saved_fraction": 0.1}
+    none = {"task": "t", "seed": 0, "policy": "none", "val_acc": 0.6, "train_time_s": 1.0}
+    with pytest.raises(ValueError, match="not paired"):
+        paired({**run, "train_time_s": 1.0, "events": [], "total_steps": 1, "blocks_frozen": 0}, none)
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    """One `--quick` run with an untrained predictor whose threshold is 0, so SmartFRZ freezes for sure."""
+    root = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        root / "untrained.pt", AttentionPredictorNet(ModelConfig()), 0.0, LabelRule(), {"note": "test only"}
+    )
+    out = root / "out"
+    assert main(["--quick", "--predictor", str(ckpt), "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_outputs_exist(quick_results):
+    out, raw = quick_results
+    for name in ("results.json", "results.md", "tradeoff.png", "timeline_synth_resmlp.png"):
+        assert (out / name).stat().st_size > 0
+    table = (out / "results.md").read_text()
+    for policy in ("none", "freezeout", "autofreeze", "smartfrz", "smartfrz+cache", "oracle"):
+        assert f"| {policy} |" in table
+    assert raw["held_out"]["families"] == ["resmlp"]
+    assert raw["machine"]["device"] == "cpu"
+
+
+def test_quick_runs_are_paired_and_consistent(quick_results):
+    _, raw = quick_results
+    runs = raw["runs"]
+    seeds, policies = raw["config"]["seeds"], raw["config"]["policies"]
+    assert len(seeds) >= 2
+    assert sorted((r["seed"], r["policy"]) for r in runs) == sorted((s, p) for s in seeds for p in policies)
+    nones = {r["seed"]: r for r in runs if r["policy"] == "none"}
+    for r in runs:
+        assert r["flops_full"] == pytest.approx(nones[r["seed"]]["flops_full"])  # same steps, same model
+        assert 0.0 <= r["flops_saved_fraction"] < 1.0
+        steps = [e["step"] for e in r["events"]]
+        assert steps == sorted(steps) and all(1 <= s <= r["total_steps"] for s in steps)
+        assert [e["block"] for e in r["events"]] == list(range(len(r["events"])))
+        assert r["blocks_frozen"] == len(r["events"]) <= len(r["blocks"]) - 1
+        if r["policy"] == "none":
+            assert r["flops_saved_fraction"] == 0.0 and not r["events"]
+        if r["policy"].startswith("smartfrz"):  # threshold 0: every freezable block froze at the first stage
+            assert r["blocks_frozen"] == len(r["blocks"]) - 1
+        if r["policy"] == "smartfrz+cache":
+            assert r["cache"]["hit_rate"] > 0
+            plain = next(x for x in runs if x["seed"] == r["seed"] and x["policy"] == "smartfrz")
+            assert r["flops_saved_fraction"] > plain["flops_saved_fraction"]  # the cache also saves forwards
+
+
+def test_quick_summary_is_computed_against_the_paired_none_run(quick_results):
+    _, raw = quick_results
+    runs = raw["runs"]
+    for row in raw["summary"]["rows"]:
+        if row["policy"] == "oracle":
+            continue
+        mine = [r for r in runs if r["task"] == row["task"] and r["policy"] == row["policy"]]
+        deltas = []
+        for r in mine:
+            none = next(x for x in runs if x["task"] == r["task"] and x["seed"] == r["seed"] and x["policy"] == "none")
+            deltas.append((r["val_acc"] - none["val_acc"]) * 100)
+        assert row["delta_points_mean"] == pytest.approx(sum(deltas) / len(deltas))
+        assert row["delta_points_sd"] == pytest.approx(float(np.std(deltas, ddof=1)))
+        if row["policy"] == "none":
+            assert row["delta_points_mean"] == 0.0 and row["flops_saved_mean"] == 0.0 and row["wall_saved_mean"] == 0.0
+    target = raw["summary"]["targets"][0]
+    assert target["policy"] == "smartfrz+cache" and target["wall_saved_target"] == 0.25
+
+
+def test_quick_oracle_probes_are_on_the_ladder_and_pick_the_first_within_tolerance(quick_results):
+    _, raw = quick_results
+    assert len(raw["oracle"]) == len(raw["config"]["seeds"])
+    for entry in raw["oracle"]:
+        none = next(r for r in raw["runs"] if r["seed"] == entry["seed"] and r["policy"] == "none")
+        assert len(none["block_cka"]) == len(none["snapshot_steps"]) == raw["config"]["oracle_snapshots"]
+        assert none["block_cka"][-1] == pytest.approx([1.0] * (len(none["blocks"]) - 1), abs=1e-6)
+        taus = [p["tau"] for p in entry["probes"]]
+        assert taus == sorted(taus)
+        for i, probe in enumerate(entry["probes"]):
+            assert probe["loss_points"] == pytest.approx((none["val_acc"] - probe["run"]["val_acc"]) * 100)
+            within = probe["loss_points"] <= entry["tolerance_points"]
+            assert within == (entry["chosen"] == i)
+            frozen_at = [e["step"] for e in probe["run"]["events"]]
+            assert frozen_at == [s for s in probe["schedule"] if s is not None]
+
+
+def test_seen_tasks_are_refused_without_the_flag(tmp_path):
+    with pytest.raises(SystemExit, match="trained the shipped predictor"):
+        main(["--tasks", "digits_mlp", "--policies", "none", "--out", str(tmp_path), "--no-progress"])
+
+
+def test_none_is_required(tmp_path):
+    with pytest.raises(ValueError, match="'none' policy is required"):
+        main(["--quick", "--policies", "freezeout", "--out", str(tmp_path), "--no-progress"])
+
+
+def test_missing_predictor_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="pass --predictor PATH"):
+        main(["--quick", "--predictor", str(tmp_path / "nope.pt"), "--out", str(tmp_path), "--no-progress"])
+
+
+def test_nan_free_summary(quick_results):
+    _, raw = quick_results
+    for row in raw["summary"]["rows"]:
+        for key in ("acc_mean", "delta_points_mean", "flops_saved_mean", "wall_saved_mean"):
+            assert math.isfinite(row[key])

@@ -1,0 +1,96 @@
+"""Recorder and policies: ring-buffer windows, SmartFRZ decisions (both predictor paths), AutoFreeze."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_runtime_support import IncrementalRelChangePredictor, RelChangePredictor, mlp, train
+from torch import nn
+
+import smartfrz.ops
+from smartfrz.runtime import AutoFreeze, Freezer, WeightRecorder
+
+
+def test_recorder_windows_are_chronological_and_one_fused_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows hold the last W snapshots oldest first; each snapshot is one record_weights call; frozen layers stop."""
+    calls = []
+    real = smartfrz.ops.record_weights
+    monkeypatch.setattr(smartfrz.ops, "record_weights", lambda w, i, p=None: calls.append(len(w)) or real(w, i, p))
+    layers = [nn.Linear(6, 5), nn.Linear(5, 3)]
+    rec = WeightRecorder(layers, k=8, window=3, seed=1)
+    history = []
+    for t in range(5):
+        with torch.no_grad():
+            for m in layers:
+                m.weight.add_(t + 1.0)
+        history.append([m.weight.detach().flatten()[rec.sample_idx[i]].clone() for i, m in enumerate(layers)])
+        rec.record()
+    assert calls == [2] * 5
+    win = rec.windows([0, 1])
+    for layer in (0, 1):
+        assert torch.equal(win[layer], torch.stack([history[t][layer] for t in (2, 3, 4)]))
+    rec.set_active([1])
+    frozen_row = rec.ring[0].clone()
+    rec.record()
+    assert calls[-1] == 1 and torch.equal(rec.ring[0], frozen_row)
+    fresh = WeightRecorder(layers, k=8, window=3, seed=1)
+    fresh.load_state_dict(rec.state_dict())
+    assert torch.equal(fresh.windows([1]), rec.windows([1])) and fresh.active == [1]
+
+
+def _smartfrz_run(predictor: object, lrs: list[float], steps: int = 12) -> Freezer:
+    model = mlp(bn=False)
+    groups = [{"params": list(block.parameters()), "lr": lr} for block, lr in zip(model, lrs, strict=True)]
+    opt = torch.optim.SGD(groups, lr=0.1)
+    freezer = Freezer(model, opt, predictor, record_every=2, stage_every=4)  # type: ignore[arg-type]
+    train(freezer, model, opt, steps=steps)
+    return freezer
+
+
+@pytest.mark.parametrize("cls", [RelChangePredictor, IncrementalRelChangePredictor])
+def test_smartfrz_freezes_converged_prefix_only(cls: type[RelChangePredictor]) -> None:
+    """Blocks whose weights stopped moving freeze at the first stage with a full window; the rest keep training."""
+    predictor = cls(window=4, k=16)
+    if isinstance(predictor, IncrementalRelChangePredictor):
+
+        def unused(windows: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("the incremental path must not call predict_proba")
+
+        predictor.predict_proba = unused  # type: ignore[method-assign]
+    freezer = _smartfrz_run(predictor, lrs=[0.0, 0.0, 0.1, 0.1])
+    assert [(e.step, e.block) for e in freezer.events.events] == [(8, 0), (8, 1)]
+    assert all(e.score == pytest.approx(1.0) for e in freezer.events.events)
+    assert predictor.calls == 2  # stages at steps 8 and 12 (step 4: window not full yet)
+    rec = freezer.policy.recorder
+    assert rec is not None and rec.active == [2]  # only block 2's layer is still recorded
+    if isinstance(predictor, IncrementalRelChangePredictor):
+        assert predictor.embedded == 3 * 4 + 1 * 2  # 3 layers x 4 snapshots, then 1 layer x 2 snapshots
+
+
+def test_smartfrz_needs_every_earlier_block_and_spares_the_head() -> None:
+    """A converged block behind a training one waits; with everything converged all but the head freeze."""
+    assert _smartfrz_run(RelChangePredictor(window=4, k=16), lrs=[0.1, 0.0, 0.0, 0.1]).num_frozen == 0
+    freezer = _smartfrz_run(RelChangePredictor(window=4, k=16), lrs=[0.0, 0.0, 0.0, 0.0])
+    assert freezer.num_frozen == 3 and freezer.blocks[3].module.weight.requires_grad
+
+
+def test_autofreeze_uses_gradient_norm_change() -> None:
+    """Blocks whose gradient norm changed least between intervals (at or below the percentile) freeze, as a prefix."""
+    model = mlp(bn=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    freezer = Freezer(model, opt, AutoFreeze(interval=2, percentile=50.0))
+    layers = [model[0][0], model[1][0], model[2][0], model[3]]
+    for step, norms in enumerate([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 3, 5], [1, 1, 3, 5]]):
+        for m, n in zip(layers, norms, strict=True):
+            m.weight.grad = torch.full_like(m.weight, n / m.weight.numel() ** 0.5)
+        opt.step()
+        freezer.step()
+        assert freezer.num_frozen == (2 if step == 3 else 0)
+    assert [(e.step, e.block, e.score) for e in freezer.events.events] == [(4, 0, 0.0), (4, 1, 0.0)]
+    acc = freezer.policy._acc.clone()  # type: ignore[attr-defined]
+    opt.step()
+    assert not torch.equal(freezer.policy._acc, acc)  # type: ignore[attr-defined]  # the hook accumulates ...
+    freezer.close()
+    acc = freezer.policy._acc.clone()  # type: ignore[attr-defined]
+    opt.step()
+    assert torch.equal(freezer.policy._acc, acc)  # type: ignore[attr-defined]  # ... until close()

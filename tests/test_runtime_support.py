@@ -1,0 +1,105 @@
+"""Shared helpers for the runtime tests: tiny models, a data set with indices, and fake predictors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from smartfrz.runtime import Freezer
+
+
+class RelChangePredictor:
+    """Fake predictor: P(converged) = exp(-relative change between the window's first and last snapshot / tol)."""
+
+    def __init__(self, window: int = 4, k: int = 16, threshold: float = 0.5, tol: float = 1e-3) -> None:
+        self.window, self.k, self.threshold, self.tol = window, k, threshold, tol
+        self.calls = 0
+
+    def predict_proba(self, windows: Tensor) -> Tensor:
+        """Scale-free: relative L2 change over the window."""
+        self.calls += 1
+        rel = (windows[:, -1] - windows[:, 0]).norm(dim=1) / windows[:, -1].norm(dim=1).clamp_min(1e-12)
+        return torch.exp(-rel / self.tol)
+
+
+class IncrementalRelChangePredictor(RelChangePredictor):
+    """The same judgement through the incremental path (a fixed random linear embedding)."""
+
+    def __init__(self, **kwargs: float) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.proj = torch.randn(self.k, 8, generator=torch.Generator().manual_seed(0))
+        self.embedded = 0
+
+    def embed_snapshots(self, x: Tensor) -> Tensor:
+        """Linear embedding of raw snapshots."""
+        self.embedded += x.shape[0]
+        return x @ self.proj
+
+    def predict_from_embeddings(self, emb: Tensor) -> Tensor:
+        """Relative change of the embedded snapshots."""
+        self.calls += 1
+        rel = (emb[:, -1] - emb[:, 0]).norm(dim=1) / emb[:, -1].norm(dim=1).clamp_min(1e-12)
+        return torch.exp(-rel / self.tol)
+
+
+def mlp(seed: int = 0, bn: bool = True) -> nn.Sequential:
+    """Four blocks: Linear, Linear(+BN), Linear, head Linear (each a block of an nn.Sequential)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Sequential(nn.Linear(12, 24), nn.ReLU()),
+        nn.Sequential(nn.Linear(24, 24), nn.BatchNorm1d(24) if bn else nn.Identity(), nn.ReLU()),
+        nn.Sequential(nn.Linear(24, 16), nn.Dropout(0.1), nn.ReLU()),
+        nn.Linear(16, 3),
+    )
+
+
+def data(n: int = 96, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A learnable 3-class problem with 12 features."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 12, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    return x, y
+
+
+def train(
+    freezer: Freezer,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    batch: int = 16,
+    seed: int = 0,
+    use_idx: bool = True,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    start: int = 0,
+) -> list[float]:
+    """Train ``steps`` optimizer steps from step ``start`` on a fixed data set; batches depend on the step only."""
+    x, y = data()
+    losses = []
+    model.train()
+    for step in range(start, start + steps):
+        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed * 100_000 + step))[:batch]
+        torch.manual_seed(seed * 100_000 + step)  # dropout noise depends on the step only (resume tests)
+        out = freezer(x[idx], idx if use_idx else None)
+        loss = F.cross_entropy(out, y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        freezer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_fake_predictors_agree_on_constant_and_moving_windows() -> None:
+    """The fakes say 'converged' for a constant window and 'not' for a moving one, on both paths."""
+    still = torch.ones(1, 4, 16)
+    moving = torch.linspace(1, 2, 4)[None, :, None].expand(1, 4, 16).contiguous()
+    for p in (RelChangePredictor(), IncrementalRelChangePredictor()):
+        windows = torch.cat([still, moving])
+        if isinstance(p, IncrementalRelChangePredictor):
+            probs = p.predict_from_embeddings(p.embed_snapshots(windows.reshape(-1, 16)).reshape(2, 4, -1))
+        else:
+            probs = p.predict_proba(windows)
+        assert probs[0] > 0.99 and probs[1] < 0.01
