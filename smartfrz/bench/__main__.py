@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="none, freezeout, autofreeze, smartfrz, each optionally +cache (default: %(default)s); 'none' is required",
     )
     p.add_argument("--predictor", default="default", help="SmartFRZ predictor: a name in predictor_data/ or a .pt path")
-    p.add_argument("--snapshots", type=int, help="SmartFRZ snapshots per run (default: 60, the training cadence)")
+    p.add_argument("--snapshots", type=int, help="SmartFRZ snapshots per run (default: 40, the training cadence)")
     p.add_argument("--autofreeze-stages", type=int, default=10, help="AutoFreeze decisions per run (default: 10)")
     p.add_argument("--no-oracle", action="store_true", help="skip the hindsight oracle's probe runs")
     p.add_argument("--oracle-taus", nargs="+", type=float, help=f"CKA thresholds to probe (default: {DEFAULT_TAUS})")
@@ -90,7 +90,7 @@ def make_config(args: argparse.Namespace) -> BenchConfig:
         seeds=args.seeds,
         policies=policies,
         predictor=args.predictor if any(p.base == "smartfrz" for p in policies) else None,
-        snapshots=args.snapshots or quick.get("snapshots", 60),
+        snapshots=args.snapshots or quick.get("snapshots", 40),
         autofreeze_stages=args.autofreeze_stages,
         oracle=not args.no_oracle,
         oracle_taus=tuple(args.oracle_taus or quick.get("oracle_taus", DEFAULT_TAUS)),

@@ -18,7 +18,7 @@ import numpy as np
 
 from smartfrz.predictor.labels import LabelRule, first_converged, label_curves
 
-DEFAULT_TAUS = (0.9, 0.95, 0.98, 0.99)
+DEFAULT_TAUS = (0.6, 0.8, 0.9, 0.95, 0.98, 0.99)
 DEFAULT_TOLERANCE_POINTS = 0.2
 
 

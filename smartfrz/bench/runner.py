@@ -29,7 +29,7 @@ class BenchConfig:
     seeds: list[int]
     policies: list[PolicySpec]
     predictor: str | None
-    snapshots: int = 60  # SmartFRZ snapshots per run: the cadence of the default predictor's training traces
+    snapshots: int = 40  # SmartFRZ snapshots per run: the cadence of the default predictor's training traces
     autofreeze_stages: int = 10
     oracle: bool = True
     oracle_taus: tuple[float, ...] = DEFAULT_TAUS
