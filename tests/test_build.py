@@ -55,7 +55,14 @@ def cmake_library(tmp_path_factory) -> Path:
 
 
 def test_cmake_library_passes_the_op_tests(cmake_library):
-    env = {"SMARTFRZ_LIBRARY": str(cmake_library), "SMARTFRZ_REQUIRE_NATIVE": "1"}
+    cache = (cmake_library.parent / "CMakeCache.txt").read_text()
+    with_cuda = "SMARTFRZ_CUDA:BOOL=ON" in cache
+    env = {
+        "SMARTFRZ_LIBRARY": str(cmake_library),
+        "SMARTFRZ_REQUIRE_NATIVE": "1",
+        # a CPU-only CMake build serves CUDA through the reference ops; a CUDA one must serve it natively
+        "SMARTFRZ_REQUIRE_CUDA_KERNELS": "1" if with_cuda else "0",
+    }
     backends = json.loads(_run(PROBE, **env).stdout)
     assert all(devices["cpu"].startswith("native: cmake") for devices in backends.values())
     out = subprocess.run(
