@@ -8,14 +8,18 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 source scripts/cuda_env.sh
-echo "== cmake build"
-PYTHON=.venv/bin/python scripts/build_cmake.sh build-cmake > build-cmake.log 2>&1 || { tail -50 build-cmake.log; exit 1; }
-tail -1 build-cmake.log
-export SMARTFRZ_REQUIRE_NATIVE=1 SMARTFRZ_CMAKE_BUILD_DIR="$PWD/build-cmake"
-# With a CUDA torch and a toolkit, setup.py builds the CUDA kernels: the tests then insist on them.
+# With a CUDA torch and a toolkit, both builds compile the CUDA kernels and the tests insist on them.
+CMAKE_CUDA=OFF
 if [ -n "${CUDA_HOME:-}" ] && [ "${SMARTFRZ_CUDA:-1}" != "0" ] \
    && .venv/bin/python -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)"; then
   export SMARTFRZ_REQUIRE_CUDA_KERNELS=1
+  CMAKE_CUDA=ON
 fi
+echo "== cmake build (SMARTFRZ_CUDA=$CMAKE_CUDA)"
+PYTHON=.venv/bin/python scripts/build_cmake.sh build-cmake -DSMARTFRZ_CUDA="$CMAKE_CUDA" > build-cmake.log 2>&1 \
+  || { tail -50 build-cmake.log; exit 1; }
+grep -E "^\[[0-9]+/[0-9]+\] Building" build-cmake.log | sed -E 's/ -.*//' || true
+tail -1 build-cmake.log
+export SMARTFRZ_REQUIRE_NATIVE=1 SMARTFRZ_CMAKE_BUILD_DIR="$PWD/build-cmake"
 echo "== pytest"
 .venv/bin/python -m pytest -q -ra "$@"
