@@ -29,19 +29,34 @@ struct Partial {
   double max_abs = 0.0;
 };
 
+constexpr int kLanes = 8;  // independent accumulators: the loop pipelines and vectorises, in a fixed order
+
 template <typename scalar_t>
 Partial reduce_chunk(const scalar_t* data, int64_t start, int64_t end) {
-  Partial p;
-  for (int64_t i = start; i < end; ++i) {
-    const double v = static_cast<double>(data[i]);
-    p.sumsq += v * v;
-    if (std::isfinite(v)) {
-      p.max_abs = std::max(p.max_abs, std::abs(v));
-    } else {
-      ++p.nonfinite;
-    }
+  double sumsq[kLanes] = {};
+  double max_abs[kLanes] = {};
+  int64_t nonfinite[kLanes] = {};
+  const int64_t len = end - start;
+  const scalar_t* p = data + start;
+  auto visit = [&](int lane, double v) {
+    sumsq[lane] += v * v;
+    const bool finite = std::isfinite(v);
+    nonfinite[lane] += finite ? 0 : 1;
+    const double a = finite ? std::abs(v) : 0.0;
+    max_abs[lane] = a > max_abs[lane] ? a : max_abs[lane];
+  };
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    for (int lane = 0; lane < kLanes; ++lane) visit(lane, static_cast<double>(p[i + lane]));
   }
-  return p;
+  for (int lane = 0; i < len; ++i, ++lane) visit(lane, static_cast<double>(p[i]));
+  Partial out;
+  for (int lane = 0; lane < kLanes; ++lane) {
+    out.sumsq += sumsq[lane];
+    out.nonfinite += nonfinite[lane];
+    out.max_abs = std::max(out.max_abs, max_abs[lane]);
+  }
+  return out;
 }
 
 Partial reduce_chunk_any(const at::Tensor& w, int64_t start, int64_t end) {
