@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,14 @@ PREDICTOR_DIR_ENV = "SMARTFRZ_PREDICTOR_DIR"
 
 
 def predictor_dir() -> Path:
-    """Where named predictors live: $SMARTFRZ_PREDICTOR_DIR, else the repository's predictor_data/."""
+    """Where named predictors live: $SMARTFRZ_PREDICTOR_DIR, else the source tree's predictor_data/
+    (editable installs), else the copy a wheel installs under ``<prefix>/share/smartfrz/predictor_data``."""
     env = os.environ.get(PREDICTOR_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "predictor_data"
+    if env:
+        return Path(env)
+    source_tree = Path(__file__).resolve().parents[2] / "predictor_data"
+    installed = Path(sys.prefix) / "share" / "smartfrz" / "predictor_data"
+    return source_tree if source_tree.is_dir() or not installed.is_dir() else installed
 
 
 class FreezePredictor:
