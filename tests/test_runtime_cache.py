@@ -137,23 +137,10 @@ def test_cache_without_indices_recomputes(caplog: pytest.LogCaptureFixture) -> N
     assert freezer.num_frozen >= 1 and freezer.cache.rows == 0
 
 
-def _bert_losses(cache: CacheConfig | None) -> tuple[list[float], Freezer]:
-    transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install transformers)")
+def _bert_losses(tiny_bert, cache: CacheConfig | None) -> tuple[list[float], Freezer]:
     from smartfrz.blocks import model_logits
 
-    config = transformers.BertConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config)
+    model = tiny_bert(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     freezer = Freezer(model, opt, FreezeOut(total_steps=12, t0=0.3), cache=cache, deterministic_inputs=True)
     g = torch.Generator().manual_seed(0)
@@ -171,10 +158,10 @@ def _bert_losses(cache: CacheConfig | None) -> tuple[list[float], Freezer]:
     return losses, freezer
 
 
-def test_bert_cache_with_hidden_and_mask_matches_recomputed() -> None:
+def test_bert_cache_with_hidden_and_mask_matches_recomputed(tiny_bert) -> None:
     """A BERT-style model's (hidden_states, mask) prefix outputs cache and advance like tensors do."""
-    reference, _ = _bert_losses(None)
-    cached, freezer = _bert_losses(CacheConfig(dtype="float16"))
+    reference, _ = _bert_losses(tiny_bert, None)
+    cached, freezer = _bert_losses(tiny_bert, CacheConfig(dtype="float16"))
     assert freezer.num_frozen == 3 and freezer.cache is not None and freezer.cache.hits > 0
     assert max(abs(a - b) for a, b in zip(reference, cached, strict=True)) <= 2e-2
 

@@ -54,23 +54,13 @@ def test_lightning_callback_freezes_and_checkpoints(tmp_path: Path) -> None:
     assert state["num_frozen"] == 3 and state["step"] == 8
 
 
-def test_hf_trainer_callback_freezes_bert_blocks(tmp_path: Path) -> None:
+def test_hf_trainer_callback_freezes_bert_blocks(tmp_path: Path, tiny_bert) -> None:
     """A tiny BERT classifier under transformers.Trainer: embeddings and encoder layers freeze on schedule."""
     transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install transformers)")
     pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (pip install accelerate)")
     from smartfrz.runtime.hf_callback import SmartFRZTrainerCallback
 
-    config = transformers.BertConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config)
+    model = tiny_bert()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, 40, (32, 8), generator=g)
     dataset = [{"input_ids": ids[i], "labels": int(ids[i, 0] > 20)} for i in range(32)]

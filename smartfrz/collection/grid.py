@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset, default_collate
 
 from smartfrz.collection.tracer import TraceResult, trace_run
 from smartfrz.traces.reader import RunInfo
-from smartfrz.zoo import DataOptions, get_task, list_tasks, make_optimizer
+from smartfrz.zoo import DataOptions, Task, TaskData, get_task, list_tasks, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_spec(spec: RunSpec, out_path: Path | None, progress: bool = True, position: int = 0) -> TraceResult:
-    """Load the task's data, build its model, and trace one run into ``out_path``."""
+def build_run(spec: RunSpec) -> tuple[Task, TaskData, torch.nn.Module, torch.optim.Optimizer]:
+    """The task, its data, a freshly seeded model and its optimizer: the exact start of a run.
+
+    Tracing and freeze probes both start here, so a probe replays its traced run bit for bit.
+    """
     task = get_task(spec.task)
     seed_everything(spec.seed)
     data = task.load_data(
@@ -153,7 +156,12 @@ def run_spec(spec: RunSpec, out_path: Path | None, progress: bool = True, positi
     )
     seed_everything(spec.seed)
     model = task.build_model(data.num_classes)
-    optimizer = make_optimizer(task, model.parameters(), spec.lr)
+    return task, data, model, make_optimizer(task, model.parameters(), spec.lr)
+
+
+def run_spec(spec: RunSpec, out_path: Path | None, progress: bool = True, position: int = 0) -> TraceResult:
+    """Load the task's data, build its model, and trace one run into ``out_path``."""
+    task, data, model, optimizer = build_run(spec)
     order = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(spec.seed)).tolist()
     probe_idx = sorted(order[: min(spec.probe_size, len(order))])
     probe_x = default_collate([data.val[i][0] for i in probe_idx])

@@ -21,13 +21,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from smartfrz.blocks import discover_blocks, model_logits
-from smartfrz.collection.grid import RunSpec, seed_everything
+from smartfrz.collection.grid import RunSpec, build_run
 from smartfrz.collection.tracer import evaluate, to_device
 from smartfrz.layers import find_layers
 from smartfrz.predictor.labels import LabelRule, first_converged, label_curves
 from smartfrz.runtime.mechanism import freeze_module
 from smartfrz.traces import RunData, TraceSet
-from smartfrz.zoo import DataOptions, get_task, make_optimizer
 
 
 @dataclass
@@ -74,14 +73,7 @@ def run_probe(run: RunData, rule: LabelRule, progress: bool = True) -> ProbeResu
     """Replay ``run`` freezing blocks on the rule's schedule; final accuracy against the trace's."""
     start = time.perf_counter()
     spec = _spec(run)
-    task = get_task(spec.task)
-    seed_everything(spec.seed)
-    data = task.load_data(
-        DataOptions(root=spec.data_root, max_train=spec.max_train, max_val=spec.max_val, seed=spec.seed)
-    )
-    seed_everything(spec.seed)
-    model = task.build_model(data.num_classes)
-    optimizer = make_optimizer(task, model.parameters(), spec.lr)
+    task, data, model, optimizer = build_run(spec)
     blocks = discover_blocks(model)
     names = [n for n, _ in find_layers(model)]
     if names != run.layer_names:
