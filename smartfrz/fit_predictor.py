@@ -31,7 +31,16 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tau", type=float, default=0.999, help="CKA-vs-final threshold of the label rule (probe-calibrated)"
     )
-    p.add_argument("--window", type=int, default=30, help="snapshots per window W")
+    p.add_argument("--window", type=int, default=8, help="snapshots per window W")
+    p.add_argument("--min-window", type=int, default=3, help="judge a layer from this many snapshots (masked)")
+    p.add_argument("--horizon", type=float, default=0.25, help="look-ahead of the horizon rule, fraction of training")
+    p.add_argument(
+        "--threshold-by",
+        choices=("savings", "precision"),
+        default="savings",
+        help="pick the threshold by simulated freezes on val runs (at most --max-early-share early) or precision",
+    )
+    p.add_argument("--max-early-share", type=float, default=0.1, help="val blocks allowed to freeze before frontier")
     p.add_argument("--embed-dim", type=int, default=32, help="dimension D of the fixed snapshot embedding")
     p.add_argument("--hidden", type=int, default=16, help="token width of the attention model")
     p.add_argument("--heads", type=int, default=4, help="attention heads")
@@ -57,8 +66,11 @@ def _fit(args: argparse.Namespace) -> int:
     """Run the `fit` command: train, report, save checkpoint, report JSON and data card."""
     cfg = FitConfig(
         traces=list(args.traces),
-        label_rule=LabelRule(args.label_rule, args.tau),
+        label_rule=LabelRule(args.label_rule, args.tau, args.horizon),
         window=args.window,
+        min_window=args.min_window,
+        threshold_by=args.threshold_by,
+        max_early_share=args.max_early_share,
         embed_dim=args.embed_dim,
         hidden=args.hidden,
         heads=args.heads,
@@ -125,6 +137,15 @@ def _latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rule(text: str) -> LabelRule:
+    """Parse ``RULE:TAU`` (e.g. ``horizon:0.95``) into a LabelRule."""
+    rule, _, tau = text.partition(":")
+    try:
+        return LabelRule(rule, float(tau))
+    except ValueError as err:
+        raise SystemExit(f"error: bad --rules entry {text!r} (want RULE:TAU, e.g. horizon:0.95): {err}") from None
+
+
 def _probes(args: argparse.Namespace) -> int:
     """Run the `probes` command: replay runs with each tau's freezing schedule, report accuracy loss."""
     traces = open_traces(args.traces)
@@ -136,7 +157,7 @@ def _probes(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown or flagged run(s): {sorted(set(args.runs) - set(wanted))}")
     if not wanted:
         raise SystemExit(f"no unflagged runs in {args.traces} match --runs/--tasks")
-    rules = [LabelRule(args.label_rule, tau) for tau in args.taus]
+    rules = [LabelRule(args.label_rule, tau) for tau in args.taus] if not args.rules else [_rule(r) for r in args.rules]
     summary = summarise_probes(run_probes(traces, wanted[: args.max_runs], rules))
     summary["traces"] = str(args.traces)
     summary["date"] = utc_now()
@@ -177,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     probes.add_argument("--traces", type=Path, required=True, help="trace file or directory of zoo runs")
     probes.add_argument("--taus", type=float, nargs="+", default=[0.95, 0.99, 0.995, 0.999])
     probes.add_argument("--label-rule", choices=LABEL_RULES, default="monotone")
+    probes.add_argument(
+        "--rules", nargs="*", default=[], help="rules as RULE:TAU (e.g. horizon:0.95 monotone:0.999); replaces --taus"
+    )
     probes.add_argument("--runs", nargs="*", default=None, help="run ids (default: all unflagged runs)")
     probes.add_argument("--tasks", nargs="*", default=None, help="only runs of these zoo tasks")
     probes.add_argument("--max-runs", type=int, default=1000, help="probe at most this many runs")

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from smartfrz.bench import BENCH_TASKS, PolicySpec, ScheduledFreeze
-from smartfrz.bench.__main__ import TRAINING_PRESET, main
+from smartfrz.bench.__main__ import TRAINING_TASKS, main
 from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
 from smartfrz.bench.report import paired
 from smartfrz.bench.tasks import held_out
-from smartfrz.collection.presets import PRESETS
 from smartfrz.predictor.checkpoint import save_checkpoint
 from smartfrz.predictor.labels import LabelRule
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
@@ -23,7 +22,7 @@ from smartfrz.runtime import Freezer
 
 def test_bench_tasks_hold_out_a_family_and_a_dataset_of_the_training_preset():
     names = [t.name for t in BENCH_TASKS]
-    training = PRESETS[TRAINING_PRESET].tasks
+    training = TRAINING_TASKS
     assert not set(names) & set(training)
     out = held_out(names, training)
     assert out["families"] and out["datasets"]

@@ -13,6 +13,7 @@ import torch
 from smartfrz.collection.grid import RunSpec, run_spec
 from smartfrz.fit_predictor import main
 from smartfrz.predictor import LabelRule, load_predictor
+from smartfrz.predictor.baselines import BASELINES
 from smartfrz.predictor.probes import run_probe
 from smartfrz.traces import open_traces, write_synthetic_traces
 
@@ -36,8 +37,8 @@ def fitted(traces, tmp_path_factory) -> Path:
 def test_fit_writes_checkpoint_report_and_card(fitted, traces):
     report = json.loads(fitted.with_name("smoke.report.json").read_text())
     card = fitted.with_name("smoke.card.md").read_text()
-    assert report["label_rule"] == {"rule": "monotone", "tau": 0.9}
-    assert set(report["metrics"]) == {"attention", "logreg", "gboost"}
+    assert report["label_rule"] == {"rule": "monotone", "tau": 0.9, "horizon": 0.25}
+    assert set(report["metrics"]) == {"attention", "attention_no_progress", *BASELINES}
     for res in report["metrics"].values():
         assert set(res["test"]) == {"all", "cnn", "mlp"}
         assert 0.0 <= res["test"]["all"]["roc_auc"] <= 1.0
@@ -67,9 +68,11 @@ def test_fit_is_reproducible(fitted, traces, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fit_rejects_windows_longer_than_runs(traces, tmp_path):
-    with pytest.raises(ValueError, match="at least window"):
-        main(["fit", "--traces", str(traces), "--out", str(tmp_path / "x.pt"), "--window", "50", "--no-latency"])
+def test_fit_rejects_min_windows_longer_than_runs(traces, tmp_path):
+    """Windows longer than a run are masked, but a layer must be judged within the run (24 snapshots)."""
+    out = str(tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="at least 30 snapshots"):
+        main(["fit", "--traces", str(traces), "--out", out, "--window", "50", "--min-window", "30", "--no-latency"])
 
 
 def test_latency_command(fitted, capsys):

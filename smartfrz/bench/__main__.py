@@ -20,7 +20,8 @@ from smartfrz.bench.tasks import BENCH_TASKS, held_out, register_bench_tasks
 from smartfrz.collection.presets import PRESETS
 
 CARD_KEYS = ("trained_on", "tasks", "preset", "families", "code_version", "date")
-TRAINING_PRESET = "default"  # the collection preset behind the shipped predictor
+TRAINING_PRESETS = ("default", "corpus")  # the collection presets behind the shipped predictor
+TRAINING_TASKS = tuple(dict.fromkeys(t for name in TRAINING_PRESETS for t in PRESETS[name].tasks))
 QUICK: dict[str, Any] = {
     "tasks": ["synth_resmlp"],
     "max_train": 512,
@@ -66,6 +67,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-val", type=int, help="cap on validation samples")
     p.add_argument("--epochs", type=int, help="override the tasks' epochs")
     p.add_argument("--batch-size", type=int, help="override the tasks' batch size")
+    p.add_argument(
+        "--recipes",
+        nargs="+",
+        default=["constant"],
+        help="learning-rate recipes per task: SCHEDULE or SCHEDULE:WARMUP (e.g. constant cosine:0.05)",
+    )
     p.add_argument("--cache-dtype", default="float16", choices=["float16", "bfloat16", "float32", "int8"])
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--allow-seen-tasks", action="store_true", help="allow tasks the predictor was trained on")
@@ -78,10 +85,10 @@ def make_config(args: argparse.Namespace) -> BenchConfig:
     """The benchmark configuration from the arguments (quick mode fills what was not given)."""
     quick: dict[str, Any] = QUICK if args.quick else {}
     tasks = args.tasks or quick.get("tasks") or [t.name for t in BENCH_TASKS]
-    seen = set(PRESETS[TRAINING_PRESET].tasks) & set(tasks)
+    seen = set(TRAINING_TASKS) & set(tasks)
     if seen and not args.allow_seen_tasks:
         raise SystemExit(
-            f"tasks {sorted(seen)} trained the shipped predictor (preset {TRAINING_PRESET!r}); a benchmark on them "
+            f"tasks {sorted(seen)} trained the shipped predictor (presets {TRAINING_PRESETS}); a benchmark on them "
             "is not a held-out result. Pass --allow-seen-tasks to run them anyway."
         )
     policies = [PolicySpec.parse(p) for p in args.policies]
@@ -102,7 +109,21 @@ def make_config(args: argparse.Namespace) -> BenchConfig:
         batch_size=args.batch_size or quick.get("batch_size"),
         cache_dtype=args.cache_dtype,
         progress=not args.no_progress,
+        recipes=tuple(_recipe(r) for r in args.recipes),
     )
+
+
+def _recipe(text: str) -> tuple[str, float]:
+    """Parse ``SCHEDULE[:WARMUP]`` into a validated (schedule, warm-up fraction)."""
+    from smartfrz.zoo.schedules import lr_factor
+
+    schedule, _, warmup = text.partition(":")
+    try:
+        value = float(warmup) if warmup else 0.0
+        lr_factor(schedule, 0, 1, value)
+    except ValueError as err:
+        raise SystemExit(f"error: bad --recipes entry {text!r}: {err}") from None
+    return schedule, value
 
 
 def load(name: str | None) -> tuple[Any, dict[str, Any] | None]:
@@ -138,7 +159,7 @@ def write_outputs(raw: dict[str, Any], out: Path, plots: bool) -> dict[str, Path
     if plots:
         from smartfrz.bench.plots import timeline_plot, tradeoff_plot
 
-        for task in raw["config"]["tasks"]:
+        for task in dict.fromkeys(r["task"] for r in raw["runs"]):
             paths[f"timeline_{task}"] = timeline_plot(raw, task, out / f"timeline_{task}.png")
         paths["tradeoff"] = tradeoff_plot(summary, out / "tradeoff.png")
     return paths
@@ -158,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def finish(raw: dict[str, Any], plots: bool) -> dict[str, Path]:
         raw["predictor"] = info
-        raw["held_out"] = held_out(raw["config"]["tasks"], PRESETS[TRAINING_PRESET].tasks)
+        raw["held_out"] = held_out(raw["config"]["tasks"], TRAINING_TASKS)
         raw["command"] = command
         return write_outputs(raw, args.out, plots)
 

@@ -40,7 +40,8 @@ def paired(run: dict[str, Any], none: dict[str, Any]) -> dict[str, float]:
 
 
 def _row(task: str, policy: str, pairs: list[dict[str, float]], freezable: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"task": task, "scenario": get_task(task).scenario, "policy": policy, "seeds": len(pairs)}
+    scenario = get_task(task.split("@")[0]).scenario  # "task@recipe" names a task under a non-constant lr recipe
+    row: dict[str, Any] = {"task": task, "scenario": scenario, "policy": policy, "seeds": len(pairs)}
     for key in ("acc", "delta_points", "flops_saved", "wall_saved", "blocks_frozen"):
         row[key + "_mean"], row[key + "_sd"] = _mean_sd([p[key] for p in pairs])
     firsts = [p["first_freeze"] for p in pairs if not math.isnan(p["first_freeze"])]
@@ -88,7 +89,7 @@ def targets(rows: list[dict[str, Any]], policy: str) -> dict[str, Any] | None:
 def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     """Per task and policy, paired means and spreads over seeds, the oracle row, and the targets."""
     policies = raw["config"]["policies"]
-    tasks = raw["config"]["tasks"]
+    tasks = list(dict.fromkeys(r["task"] for r in raw["runs"]))  # task@recipe labels in run order
     rows, checks = [], []
     for task in tasks:
         runs = [r for r in raw["runs"] if r["task"] == task]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ class BenchConfig:
     batch_size: int | None = None
     cache_dtype: str = "float16"
     progress: bool = True
+    recipes: tuple[tuple[str, float], ...] = (("constant", 0.0),)  # (lr schedule, warm-up fraction) per task
 
     def __post_init__(self) -> None:
         """Reject grids that cannot give paired results."""
@@ -82,32 +83,39 @@ def interleaved(policies: Sequence[PolicySpec], rotation: int) -> list[PolicySpe
     return list(policies[r:]) + list(policies[:r])
 
 
-def _task_runs(cfg: BenchConfig, name: str, predictor: Any, bar: tqdm) -> tuple[list[RunResult], list[dict[str, Any]]]:
-    """All policies and oracle probes of one task, seed by seed."""
+def _task_runs(
+    cfg: BenchConfig, name: str, recipe: tuple[str, float], predictor: Any, bar: tqdm
+) -> tuple[list[RunResult], list[dict[str, Any]]]:
+    """All policies and oracle probes of one task under one learning-rate recipe, seed by seed."""
     task = get_task(name)
     data = task.load_data(DataOptions(max_train=cfg.max_train, max_val=cfg.max_val, seed=0))
     x_train, y_train = materialise(data.train)
     x_val, y_val = materialise(data.val)
     tensors = (x_train, y_train, x_val, y_val)
     cache = CacheConfig(dtype=cfg.cache_dtype, location="device", budget_mb=4096.0)
-    base = RunConfig(cfg.epochs or task.epochs, cfg.batch_size or task.batch_size, task.lrs[len(task.lrs) // 2])
+    base = RunConfig(
+        cfg.epochs or task.epochs,
+        cfg.batch_size or task.batch_size,
+        task.lrs[len(task.lrs) // 2],
+        schedule=recipe[0],
+        warmup=recipe[1],
+    )
+    label = name + base.recipe
     total = steps_for(len(y_train), base)
     cadence = Cadence.for_run(total, cfg.snapshots, cfg.autofreeze_stages)
     runs: list[RunResult] = []
     oracles: list[dict[str, Any]] = []
     bar.set_postfix_str(f"{name} warm-up")
-    warm = RunConfig(base.epochs, base.batch_size, base.lr, cache, max_steps=WARMUP_STEPS)
+    warm = replace(base, cache=cache, max_steps=WARMUP_STEPS)
     train_run(task, tensors, data.num_classes, cfg.seeds[0], "warm-up", lambda steps: NoFreeze(), warm)
     for rotation, seed in enumerate(cfg.seeds):
         by_policy: dict[str, RunResult] = {}
         for spec in interleaved(cfg.policies, rotation):
-            bar.set_postfix_str(f"{name} seed {seed} {spec.name}")
-            run_cfg = RunConfig(
-                base.epochs,
-                base.batch_size,
-                base.lr,
-                cache if spec.cache else None,
-                cfg.oracle_snapshots if (spec.base == "none" and cfg.oracle) else 0,
+            bar.set_postfix_str(f"{label} seed {seed} {spec.name}")
+            run_cfg = replace(
+                base,
+                cache=cache if spec.cache else None,
+                oracle_snapshots=cfg.oracle_snapshots if (spec.base == "none" and cfg.oracle) else 0,
             )
             result = train_run(
                 task,
@@ -145,10 +153,10 @@ def _oracle(
     probes = []
     chosen = None
     for tau, schedule in candidates:
-        bar.set_postfix_str(f"{task.name} seed {seed} oracle tau={tau:g}")
+        bar.set_postfix_str(f"{task.name}{base.recipe} seed {seed} oracle tau={tau:g}")
         bar.total += reference.total_steps
         bar.refresh()
-        run_cfg = RunConfig(base.epochs, base.batch_size, base.lr, cache, 0)
+        run_cfg = replace(base, cache=cache, oracle_snapshots=0)
         result = train_run(
             task,
             tensors,
@@ -165,7 +173,7 @@ def _oracle(
             chosen = len(probes) - 1
             break
     return {
-        "task": task.name,
+        "task": task.name + base.recipe,
         "seed": seed,
         "tolerance_points": cfg.oracle_tolerance,
         "taus": list(cfg.oracle_taus),
@@ -181,7 +189,7 @@ def expected_steps(cfg: BenchConfig) -> int:
         task = get_task(name)
         data = task.load_data(DataOptions(max_train=cfg.max_train, max_val=cfg.max_val, seed=0))
         steps = steps_for(len(data.train), RunConfig(cfg.epochs or task.epochs, cfg.batch_size or task.batch_size, 1.0))
-        total += steps * len(cfg.seeds) * len(cfg.policies)
+        total += steps * len(cfg.seeds) * len(cfg.policies) * len(cfg.recipes)
     return total
 
 
@@ -195,9 +203,10 @@ def run_benchmark(
     raw: dict[str, Any] = {"config": cfg.to_json(), "machine": machine(), "runs": [], "oracle": []}
     with tqdm(total=expected_steps(cfg), unit="step", desc="bench", disable=not cfg.progress) as bar:
         for done, name in enumerate(cfg.tasks, start=1):
-            task_runs, task_oracles = _task_runs(cfg, name, predictor, bar)
-            raw["runs"] += [r.to_json() for r in task_runs]
-            raw["oracle"] += task_oracles
+            for recipe in cfg.recipes:
+                task_runs, task_oracles = _task_runs(cfg, name, recipe, predictor, bar)
+                raw["runs"] += [r.to_json() for r in task_runs]
+                raw["oracle"] += task_oracles
             if on_task is not None:
                 on_task({**raw, "config": {**raw["config"], "tasks": cfg.tasks[:done]}})
     return raw

@@ -3,6 +3,8 @@
 * ``synth_resmlp`` (from scratch): a residual MLP (a family the predictor never saw) on a seeded
   scikit-learn ``make_classification`` problem (a data set it never saw), large enough for a
   4,000-sample validation set.
+* ``digits_convnext`` (from scratch): a small ConvNeXt (depthwise 7x7 convs, LayerNorm, inverted-bottleneck
+  MLPs; a family the predictor never saw) on scikit-learn's digits as 32x32 RGB images.
 * ``digits_mobilenetv2_ft`` (fine-tuning): torchvision's ImageNet MobileNetV2 on scikit-learn's 8x8
   digits as 32x32 RGB images; the predictor saw MobileNetV2 only on Fashion-MNIST and digits only as
   flat features in an MLP.
@@ -46,6 +48,37 @@ def residual_mlp(
     stem = nn.Sequential(nn.Linear(in_features, dim), nn.GELU())
     blocks = [ResidualMLPBlock(dim, expansion) for _ in range(depth)]
     return nn.Sequential(stem, *blocks, nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes)))
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block: depthwise 7x7 conv, channel LayerNorm, inverted-bottleneck MLP (GELU), residual."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual update in channels-last for the norm and MLP."""
+        h = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        return x + self.fc2(F.gelu(self.fc1(h))).permute(0, 3, 1, 2)
+
+
+def convnext(
+    num_classes: int, in_channels: int = 3, widths: tuple[int, ...] = (32, 64), depth: int = 2
+) -> nn.Sequential:
+    """A small ConvNeXt as an nn.Sequential: patchify stem, stages of blocks with 2x2 downsampling, pooled head."""
+    parts: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 2, stride=2)]
+    for i, width in enumerate(widths):
+        if i:
+            parts.append(nn.Conv2d(widths[i - 1], width, 2, stride=2))
+        parts += [ConvNeXtBlock(width) for _ in range(depth)]
+    head = nn.Sequential(
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.LayerNorm(widths[-1]), nn.Linear(widths[-1], num_classes)
+    )
+    return nn.Sequential(*parts, head)
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,6 +136,21 @@ BENCH_TASKS = (
         lrs=(1e-3,),
         weight_decay=1e-2,
         smoke_max_train=1024,
+        default_max_train=None,
+    ),
+    Task(
+        name="digits_convnext",
+        family="convnext",
+        scenario="scratch",
+        dataset="digits_32rgb",
+        build_model=convnext,
+        load_data=load_digits_images,
+        epochs=12,
+        batch_size=64,
+        optimizer="adamw",
+        lrs=(2e-3,),
+        weight_decay=5e-2,
+        smoke_max_train=256,
         default_max_train=None,
     ),
     Task(

@@ -24,6 +24,7 @@ from smartfrz.collection.cka import centred_unit_gram
 from smartfrz.collection.grid import seed_everything
 from smartfrz.runtime import CacheConfig, Freezer, Policy
 from smartfrz.zoo import Task, make_optimizer
+from smartfrz.zoo.schedules import make_scheduler
 
 EVAL_BATCH = 512
 
@@ -117,6 +118,15 @@ class RunConfig:
     oracle_snapshots: int = 0  # >0: record block CKA at this many steps (the paired 'none' run)
     probe_size: int = 128
     max_steps: int | None = None  # stop early (the untimed warm-up run)
+    schedule: str = "constant"  # learning-rate schedule (smartfrz.zoo.schedules), stepped after each optimizer step
+    warmup: float = 0.0
+
+    @property
+    def recipe(self) -> str:
+        """Suffix naming the recipe in results: "" for a constant rate, else e.g. "@cosine-wu0.05"."""
+        if self.schedule == "constant" and not self.warmup:
+            return ""
+        return f"@{self.schedule}" + (f"-wu{self.warmup:g}" if self.warmup else "")
 
 
 def train_run(
@@ -138,6 +148,7 @@ def train_run(
     model = task.build_model(num_classes)
     model.train()
     optimizer = make_optimizer(task, model.parameters(), cfg.lr)
+    scheduler = make_scheduler(optimizer, cfg.schedule, total, cfg.warmup)
     policy = make_policy(total)
     freezer = Freezer(
         model,
@@ -167,6 +178,7 @@ def train_run(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             freezer.step()
             elapsed += time.perf_counter() - t0
             step += 1
@@ -183,7 +195,7 @@ def train_run(
         final = grams[-1].astype(np.float64)
         block_cka = [np.einsum("bij,bij->b", g.astype(np.float64), final).tolist() for g in grams]
     return RunResult(
-        task=task.name,
+        task=task.name + cfg.recipe,
         policy=policy_name,
         seed=seed,
         total_steps=total,

@@ -160,3 +160,19 @@ def cka_against_final(store: GramStore) -> np.ndarray:
     for t in range(len(store)):
         curves[t] = np.add.reduceat(store.flat(t).astype(np.float64) * final, starts)
     return curves.astype(np.float32)
+
+
+def cka_matrix(store: GramStore) -> np.ndarray:
+    """``[T, T, L]`` linear CKA between every pair of snapshots, per layer (fp64 dot products, symmetric).
+
+    Stored with the trace so that any label rule (against the final model, over a short horizon, with a
+    tolerance band) is a fit-time choice; ``cka_matrix[:, -1]`` equals :func:`cka_against_final`.
+    """
+    assert store.sizes is not None
+    n_t, sizes = len(store), store.sizes
+    starts = np.cumsum([0] + [m * m for m in sizes])
+    out = np.empty((n_t, n_t, len(sizes)), dtype=np.float64)
+    for layer in range(len(sizes)):
+        rows = np.stack([store.flat(t)[starts[layer] : starts[layer + 1]] for t in range(n_t)]).astype(np.float64)
+        out[:, :, layer] = rows @ rows.T
+    return out.astype(np.float32)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Subset, default_collate
 from smartfrz.collection.tracer import TraceResult, trace_run
 from smartfrz.traces.reader import RunInfo
 from smartfrz.zoo import DataOptions, Task, TaskData, get_task, list_tasks, make_optimizer
+from smartfrz.zoo.schedules import lr_factor, make_scheduler
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,19 @@ class RunSpec:
     device: str = "cpu"
     data_root: str | None = None
     keep_gram: bool = False
+    schedule: str = "constant"
+    warmup: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Reject schedules and warm-ups the run could only fail on later."""
+        lr_factor(self.schedule, 0, 1, self.warmup)
 
     @property
     def run_id(self) -> str:
-        """Stable id and file stem, e.g. ``fmnist_resnet-sgd-lr0.05-s0``."""
-        return f"{self.task}-{self.optimizer}-lr{self.lr:g}-s{self.seed}"
+        """Stable id and file stem, e.g. ``fmnist_resnet-sgd-lr0.05-s0`` or ``...-lr0.05-cosine-wu0.05-s0``."""
+        recipe = "" if self.schedule == "constant" else f"-{self.schedule}"
+        recipe += f"-wu{self.warmup:g}" if self.warmup else ""
+        return f"{self.task}-{self.optimizer}-lr{self.lr:g}{recipe}-s{self.seed}"
 
     def to_json(self) -> dict:
         """The spec as a JSON-able dict (stored in the run's ``config_json``)."""
@@ -62,6 +71,41 @@ class Preset:
     probe_size: int
     val_snapshot_size: int
     overrides: dict[str, dict[str, object]] = field(default_factory=dict)  # task -> RunSpec fields
+    recipes: tuple[tuple[str, float], ...] = (("constant", 0.0),)  # (schedule, warm-up fraction) per run
+    cycle_lrs: bool = False  # True: recipe j runs only lr_indices[j % len]; False: every lr with every recipe
+
+
+def _task_runs(
+    preset: Preset,
+    task: Task,
+    max_train: int | None,
+    lrs: Sequence[float],
+    seeds: Sequence[int] | None,
+    schedule: str,
+    warmup: float,
+    overrides: dict[str, object],
+) -> list[RunSpec]:
+    """The runs of one task under one recipe: every learning rate x seed, with the preset's overrides."""
+    runs = []
+    for lr in lrs:
+        for seed in seeds if seeds is not None else preset.seeds:
+            spec = RunSpec(
+                task=task.name,
+                optimizer=task.optimizer,
+                lr=float(lr),
+                seed=int(seed),
+                max_train=max_train,
+                max_val=preset.max_val,
+                epochs=preset.epochs,
+                snapshots=preset.snapshots,
+                probe_size=preset.probe_size,
+                val_snapshot_size=preset.val_snapshot_size,
+                schedule=schedule,
+                warmup=warmup,
+            )
+            spec = replace(spec, **preset.overrides.get(task.name, {}))
+            runs.append(replace(spec, **{k: v for k, v in overrides.items() if v is not None}))
+    return runs
 
 
 def build_grid(
@@ -76,27 +120,16 @@ def build_grid(
     unknown = sorted(set(names) - set(list_tasks()))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; known: {sorted(list_tasks())}")
-    grid = []
+    grid: list[RunSpec] = []
     for name in names:
         task = get_task(name)
         max_train = task.smoke_max_train if preset.data_size == "smoke" else task.default_max_train
         task_lrs = [task.lrs[i] for i in preset.lr_indices if i < len(task.lrs)]
-        for lr in lrs if lrs is not None else task_lrs:
-            for seed in seeds if seeds is not None else preset.seeds:
-                spec = RunSpec(
-                    task=name,
-                    optimizer=task.optimizer,
-                    lr=float(lr),
-                    seed=int(seed),
-                    max_train=max_train,
-                    max_val=preset.max_val,
-                    epochs=preset.epochs,
-                    snapshots=preset.snapshots,
-                    probe_size=preset.probe_size,
-                    val_snapshot_size=preset.val_snapshot_size,
-                )
-                spec = replace(spec, **preset.overrides.get(name, {}))
-                grid.append(replace(spec, **{k: v for k, v in overrides.items() if v is not None}))
+        for j, (schedule, warmup) in enumerate(preset.recipes):
+            run_lrs = lrs if lrs is not None else task_lrs
+            if preset.cycle_lrs and lrs is None:
+                run_lrs = [task_lrs[j % len(task_lrs)]]
+            grid += _task_runs(preset, task, max_train, run_lrs, seeds, schedule, warmup, overrides)
     ids = [s.run_id for s in grid]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -111,7 +144,7 @@ def recipe_of_spec(spec: RunSpec) -> dict[str, object]:
         "spec": spec.to_json(),
         "epochs": spec.epochs or task.epochs,
         "batch_size": task.batch_size,
-        "optimizer": task.optimizer,
+        "optimizer": spec.optimizer,
         "weight_decay": task.weight_decay,
     }
 
@@ -156,7 +189,7 @@ def build_run(spec: RunSpec) -> tuple[Task, TaskData, torch.nn.Module, torch.opt
     )
     seed_everything(spec.seed)
     model = task.build_model(data.num_classes)
-    return task, data, model, make_optimizer(task, model.parameters(), spec.lr)
+    return task, data, model, make_optimizer(task, model.parameters(), spec.lr, spec.optimizer)
 
 
 def run_spec(spec: RunSpec, out_path: Path | None, progress: bool = True, position: int = 0) -> TraceResult:
@@ -179,21 +212,25 @@ def run_spec(spec: RunSpec, out_path: Path | None, progress: bool = True, positi
         "scenario": task.scenario,
         "model": type(model).__name__,
         "dataset": task.dataset,
-        "optimizer": task.optimizer,
+        "optimizer": spec.optimizer,
         "lr": spec.lr,
+        "schedule": spec.schedule,
+        "warmup": spec.warmup,
         "weight_decay": task.weight_decay,
         "batch_size": task.batch_size,
         "spec": spec.to_json(),
         "n_train": len(data.train),
         "n_val": len(data.val),
     }
+    epochs = spec.epochs or task.epochs
     return trace_run(
         model,
         optimizer,
         train_loader,
         DataLoader(val_small, batch_size=eval_bs),
         probe_x,
-        epochs=spec.epochs or task.epochs,
+        epochs=epochs,
+        scheduler=make_scheduler(optimizer, spec.schedule, epochs * len(train_loader), spec.warmup),
         out_path=out_path,
         run_id=spec.run_id,
         record_every=spec.record_every,

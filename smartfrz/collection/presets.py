@@ -6,6 +6,18 @@ from smartfrz.collection.grid import Preset
 
 _SCRATCH_CNNS = ("fmnist_resnet", "fmnist_vgg", "fmnist_mobilenet")
 _MLPS = ("digits_mlp", "mnist1d_mlp")
+_CORPUS_NEW = (
+    "fmnist_plaincnn",
+    "digits_plaincnn",
+    "fmnist_lenet",
+    "fmnist_mixer",
+    "fmnist_vit",
+    "digits_vit",
+    "mnist1d_conv1d",
+    "digits_mlp_adam",
+)
+RECIPES = (("constant", 0.0), ("cosine", 0.05), ("linear", 0.0), ("step", 0.0), ("cosine", 0.0))
+"""Learning-rate recipes of the corpus: (schedule, warm-up fraction)."""
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
@@ -46,6 +58,36 @@ PRESETS: dict[str, Preset] = {
             "mnist1d_mlp": {"max_train": 2000},
             "bbc_transformer": {"max_train": 600, "epochs": 6, "probe_size": 64, "val_snapshot_size": 64},
             "fmnist_mobilenetv2_ft": {"max_train": 1200, "probe_size": 64, "val_snapshot_size": 64},
+        },
+    ),
+    # A diverse corpus for the predictor: 10 families, 3 optimizers, 5 learning-rate recipes, one lr per
+    # recipe (cycled through the task's three). Sized to about a minute per run on one CPU thread.
+    "corpus": Preset(
+        name="corpus",
+        description=(
+            "13 tasks over 10 families (plain/LeNet/ResNet/VGG/MobileNet CNNs, MLPs, MLP-Mixer, ViT, 1-D CNN, "
+            "text transformer) x 5 lr recipes (constant, cosine with/without warm-up, linear, step); ~1 min per run"
+        ),
+        tasks=(*_SCRATCH_CNNS, *_MLPS, "bbc_transformer", *_CORPUS_NEW),
+        data_size="default",
+        seeds=(100, 101),  # seeds no other preset uses, so run ids stay unique across trace files
+        lr_indices=(0, 1, 2),
+        max_val=1000,
+        epochs=None,
+        snapshots=40,
+        probe_size=128,
+        val_snapshot_size=128,
+        recipes=RECIPES,
+        cycle_lrs=True,
+        overrides={
+            "fmnist_resnet": {"max_train": 3000, "epochs": 6},
+            "fmnist_vgg": {"max_train": 3000, "epochs": 6},
+            "fmnist_mobilenet": {"max_train": 3000, "epochs": 6},
+            "fmnist_plaincnn": {"max_train": 3000, "epochs": 6},
+            "fmnist_lenet": {"max_train": 3000, "epochs": 8},
+            "fmnist_mixer": {"max_train": 3000, "epochs": 8},
+            "fmnist_vit": {"max_train": 3000, "epochs": 8},
+            "bbc_transformer": {"max_train": 600, "epochs": 6, "probe_size": 64, "val_snapshot_size": 64},
         },
     ),
     "full": Preset(

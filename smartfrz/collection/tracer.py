@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 import smartfrz
 from smartfrz import ops
 from smartfrz.blocks import Block, discover_blocks, layer_block_index, model_logits
-from smartfrz.collection.cka import GramStore, LayerGramCapture, cka_against_final
+from smartfrz.collection.cka import GramStore, LayerGramCapture, cka_matrix
 from smartfrz.layers import draw_sample_indices, find_layers
 from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK
 from smartfrz.traces.writer import RunRecord, write_run_file
@@ -125,6 +125,7 @@ class _Recorder:
         self.train_loss: list[float] = []
         self.val_loss: list[float] = []
         self.val_acc: list[float] = []
+        self.lr: list[float] = []
 
     def record(self, step: int, train_loss: float) -> np.ndarray:
         """Record weights and gradients now; returns the per-layer nonfinite weight counts."""
@@ -158,6 +159,7 @@ def trace_run(
     epochs: int = 1,
     out_path: str | Path | None = None,
     *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     run_id: str = "run",
     record_every: int | None = None,
     snapshots: int = 40,
@@ -185,8 +187,10 @@ def trace_run(
     on ``final_val_loader`` (default ``val_loader``), and the run is flagged if it diverged (non-finite
     loss or weights: training stops there) or did not learn (final accuracy below ``min_acc``, default
     1.5 x chance when ``num_classes`` is given). Seeds torch's global RNG with ``seed`` (dropout).
-    Written atomically to ``out_path`` when given. Data-loader items are ``(x, y)``; the model is called
-    as ``model(x)`` and may return logits, a tuple, or an object with ``.logits``.
+    ``scheduler`` (optional) is stepped after every optimizer step; the learning rate of the first param
+    group is recorded at each snapshot. Written atomically to ``out_path`` when given. Data-loader items
+    are ``(x, y)``; the model is called as ``model(x)`` and may return logits, a tuple, or an object with
+    ``.logits``.
     """
     _check_stat_names()
     if epochs < 1:
@@ -224,6 +228,7 @@ def trace_run(
 
     def snapshot() -> str:
         nonfinite = rec.record(step, loss_sum / max(1, loss_count))
+        rec.lr.append(float(optimizer.param_groups[0]["lr"]))
         vl, va = evaluate(model, val_loader, loss_fn, device)
         rec.val_loss.append(vl)
         rec.val_acc.append(va)
@@ -240,6 +245,8 @@ def trace_run(
                 loss = loss_fn(model_logits(model(x)), y)
                 loss.backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 step += 1
                 value = float(loss.detach())
                 bar.update(1)
@@ -256,7 +263,8 @@ def trace_run(
             if flag_reason:
                 break
         bar.close()
-        cka = cka_against_final(grams)
+        cka_pairs = cka_matrix(grams)
+        cka = np.ascontiguousarray(cka_pairs[:, -1])
         gram_all = np.stack([grams.flat(t) for t in range(len(grams))]) if keep_gram else None
         gram_sizes = np.array(grams.sizes, dtype=np.int64)
     finally:
@@ -323,6 +331,8 @@ def trace_run(
         probe_idx=np.asarray(probe_idx, dtype=np.int64) if probe_idx is not None else None,
         gram=gram_all,
         gram_sizes=gram_sizes,
+        lr=np.array(rec.lr, dtype=np.float32),
+        cka_pairs=cka_pairs,
     )
     path = write_run_file(out_path, record) if out_path is not None else None
     return TraceResult(

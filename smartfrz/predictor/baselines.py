@@ -11,7 +11,21 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-BASELINES = ("logreg", "gboost")
+BASELINES = ("logreg", "gboost", "progress_depth", "gboost_ctx")
+"""logreg / gboost: the hand-made weight-window features only; progress_depth: a logistic regression on
+training progress t/T and depth fraction alone (a FreezeOut-like rule in two numbers); gboost_ctx: the weight
+features plus the context (progress, lr over peak, depth)."""
+
+
+def baseline_inputs(name: str, features: np.ndarray, context: np.ndarray) -> np.ndarray:
+    """The input matrix baseline ``name`` sees, from weight features [N, F] and context [N, 3]."""
+    if name in ("logreg", "gboost"):
+        return features
+    if name == "progress_depth":
+        return context[:, [0, 2]]
+    if name == "gboost_ctx":
+        return np.concatenate([features, context], axis=1)
+    raise ValueError(f"unknown baseline {name!r}; choose one of {BASELINES}")
 
 
 def _make(name: str, seed: int) -> Callable[[], object]:
@@ -20,7 +34,9 @@ def _make(name: str, seed: int) -> Callable[[], object]:
         return lambda: make_pipeline(
             StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed)
         )
-    if name == "gboost":
+    if name == "progress_depth":
+        return lambda: LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed)
+    if name in ("gboost", "gboost_ctx"):
         return lambda: HistGradientBoostingClassifier(
             class_weight="balanced", max_iter=200, learning_rate=0.1, random_state=seed
         )

@@ -60,3 +60,12 @@ def baseline_features(samples: np.ndarray, window: int) -> np.ndarray:
     )
     out[window - 1 :] = feats
     return out
+
+
+def baseline_features_upto(samples: np.ndarray, window: int, min_window: int) -> np.ndarray:
+    """Like :func:`baseline_features`, but snapshots min_window-1 .. window-2 get the features of the
+    shorter window they have (all earlier snapshots), matching the predictor's variable-length windows."""
+    out = baseline_features(samples, window)
+    for t in range(min_window - 1, min(window - 1, samples.shape[0])):
+        out[t] = baseline_features(samples[: t + 1], t + 1)[t]
+    return out

@@ -10,11 +10,12 @@ import h5py
 import numpy as np
 import torch
 
-from smartfrz.predictor.baselines import BASELINES, fit_baseline
+from smartfrz.predictor.baselines import BASELINES, baseline_inputs, fit_baseline
 from smartfrz.predictor.dataset import WindowSet, load_windows
 from smartfrz.predictor.labels import LabelRule
 from smartfrz.predictor.metrics import choose_threshold, metrics_by_family
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
+from smartfrz.predictor.simulate import choose_threshold_by_savings, simulate, summarise
 from smartfrz.predictor.split import grouped_split, holdout_family_split
 from smartfrz.predictor.train import TrainConfig, TrainResult, predict_windows, train_predictor
 from smartfrz.traces import open_traces
@@ -27,11 +28,14 @@ class FitConfig:
 
     traces: list[str]
     label_rule: LabelRule = field(default_factory=LabelRule)
-    window: int = 30
+    window: int = 8
+    min_window: int = 3
     embed_dim: int = 32
     hidden: int = 16
     heads: int = 4
     min_precision: float = 0.95
+    threshold_by: str = "savings"  # "savings" (policy simulation on val runs) or "precision" (label precision)
+    max_early_share: float = 0.1  # at most this share of val blocks may freeze before their frontier
     val_frac: float = 0.2
     test_frac: float = 0.2
     group_by: str = "run"
@@ -43,6 +47,7 @@ class FitConfig:
         """The network config for samples of size ``k`` stored as ``sample_dtype``."""
         return ModelConfig(
             window=self.window,
+            min_window=self.min_window,
             k=k,
             embed_dim=self.embed_dim,
             hidden=self.hidden,
@@ -77,12 +82,33 @@ def _trace_samples(traces: list[str]) -> tuple[int, str]:
 
 
 def _scored(
-    name: str, y_val: np.ndarray, p_val: np.ndarray, test: WindowSet, p_test: np.ndarray, min_precision: float
+    name: str, val: WindowSet, p_val: np.ndarray, test: WindowSet, p_test: np.ndarray, cfg: FitConfig
 ) -> tuple[float, bool, dict[str, Any]]:
-    """Threshold from validation, metrics on test (overall and per family)."""
-    threshold, met = choose_threshold(y_val, p_val, min_precision)
+    """Threshold from validation, metrics and the policy simulation on test (overall and per family).
+
+    ``threshold_by="savings"`` picks the lowest threshold whose replay on the validation runs freezes at
+    most ``max_early_share`` of blocks before their frontier; ``"precision"`` the one reaching
+    ``min_precision`` on validation windows.
+    """
+    if cfg.threshold_by == "savings":
+        threshold, _ = choose_threshold_by_savings(val, p_val, cfg.max_early_share)
+        met = True
+    else:
+        threshold, met = choose_threshold(val.y, p_val, cfg.min_precision)
     m = metrics_by_family(test.y, p_test, test.family, threshold)
-    return threshold, met, {"model": name, "threshold": threshold, "precision_target_met_on_val": met, "test": m}
+    sim = summarise(simulate(test, p_test, threshold))
+    sim.pop("runs")
+    return (
+        threshold,
+        met,
+        {
+            "model": name,
+            "threshold": threshold,
+            "precision_target_met_on_val": met,
+            "test": m,
+            "simulation": sim,
+        },
+    )
 
 
 def evaluate(data: WindowSet, split: np.ndarray, cfg: FitConfig, model_cfg: ModelConfig) -> Evaluation:
@@ -98,12 +124,15 @@ def evaluate(data: WindowSet, split: np.ndarray, cfg: FitConfig, model_cfg: Mode
     net = AttentionPredictorNet(model_cfg)
     result = train_predictor(net, train, val, cfg.train)
     threshold, met, attention = _scored(
-        "attention", val.y, predict_windows(net, val), test, predict_windows(net, test), cfg.min_precision
+        "attention", val, predict_windows(net, val), test, predict_windows(net, test), cfg
     )
     metrics: dict[str, Any] = {"attention": attention}
+    p_val, p_test = (predict_windows(net, part, progress_known=False) for part in (val, test))
+    metrics["attention_no_progress"] = _scored("attention_no_progress", val, p_val, test, p_test, cfg)[2]
     for name in cfg.baselines:
-        score = fit_baseline(name, train.features, train.y, cfg.train.seed)
-        metrics[name] = _scored(name, val.y, score(val.features), test, score(test.features), cfg.min_precision)[2]
+        score = fit_baseline(name, baseline_inputs(name, train.features, train.context), train.y, cfg.train.seed)
+        p_val, p_test = (score(baseline_inputs(name, part.features, part.context)) for part in (val, test))
+        metrics[name] = _scored(name, val, p_val, test, p_test, cfg)[2]
     sizes = {
         s: {"windows": len(p), "positives": int(p.y.sum()), "runs": len(set(p.run_id.tolist()))}
         for s, p in parts.items()
@@ -115,7 +144,9 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
     """Fit on the grouped split (the shipped model) and, if asked, leave each family out in turn."""
     model_cfg = cfg.model_config(*_trace_samples(cfg.traces))
     net = AttentionPredictorNet(model_cfg)
-    data = load_windows(cfg.traces, cfg.window, cfg.label_rule, net.embed, model_cfg.k, group_by=cfg.group_by)
+    data = load_windows(
+        cfg.traces, cfg.window, cfg.label_rule, net.embed, model_cfg.k, group_by=cfg.group_by, min_window=cfg.min_window
+    )
     split = grouped_split(data.group, data.family, cfg.val_frac, cfg.test_frac, cfg.train.seed)
     main = evaluate(data, split, cfg, model_cfg)
     families = sorted(set(data.family.tolist()))
@@ -127,7 +158,9 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
             ev = evaluate(
                 data, holdout_family_split(data.group, data.family, fam, cfg.val_frac, cfg.train.seed), cfg, model_cfg
             )
-            lofo[fam] = {name: m["test"]["all"] for name, m in ev.metrics.items()}
+            lofo[fam] = {
+                name: {**m["test"]["all"], "simulation": m["simulation"]["all"]} for name, m in ev.metrics.items()
+            }
             lofo[fam]["threshold_met_on_val"] = ev.threshold_met
     runs = {fam: sorted(set(data.run_id[data.family == fam].tolist())) for fam in families}
     summary = {

@@ -42,6 +42,7 @@ class FreezePredictor:
         self.label_rule = label_rule
         self.meta = meta
         self.window = net.cfg.window
+        self.min_window = net.cfg.min_window
         self.k = net.cfg.k
         self.embed_dim = net.cfg.embed_dim
 
@@ -75,26 +76,51 @@ class FreezePredictor:
         self._check(x, "snapshots", (None, self.k))
         return self.net.embed(x.to(self.device, torch.float32)).to(x.device)
 
+    def _check_extras(self, n: int, context: Tensor | None, valid: Tensor | None) -> None:
+        """Raise ValueError for a context that is not [N, 3] float or a mask that is not [N, W] bool."""
+        if context is not None and (
+            not isinstance(context, Tensor) or not context.is_floating_point() or context.shape != (n, 3)
+        ):
+            raise ValueError(f"context must be a float Tensor [N={n}, 3] (progress, lr_rel, depth; NaN = unknown)")
+        if valid is not None:
+            if not isinstance(valid, Tensor) or valid.dtype != torch.bool or valid.shape != (n, self.window):
+                raise ValueError(f"valid must be a bool Tensor [N={n}, W={self.window}]")
+            if n and (not bool(valid[:, -1].all()) or int(valid.sum(dim=1).min()) < self.min_window):
+                raise ValueError(f"every window needs its latest and at least min_window={self.min_window} snapshots")
+
     @torch.no_grad()
-    def predict_from_embeddings(self, emb: Tensor) -> Tensor:
-        """P(converged) [N] float32 from embedded windows [N, W, D]; same result as predict_proba."""
+    def predict_from_embeddings(
+        self, emb: Tensor, context: Tensor | None = None, valid: Tensor | None = None
+    ) -> Tensor:
+        """P(converged) [N] float32 from embedded windows [N, W, D]; same result as predict_proba.
+
+        ``context`` [N, 3] gives training progress t/T, the learning rate over its peak so far and the
+        layer's depth fraction (NaN where unknown: the network was trained to do without t/T); ``valid``
+        [N, W] marks real snapshots of windows shorter than W (left-padded).
+        """
         self._check(emb, "embedded windows", (None, self.window, self.embed_dim))
+        self._check_extras(emb.shape[0], context, valid)
         if emb.shape[0] == 0:
             return emb.new_zeros(0, dtype=torch.float32)
-        logits = self.net.forward_embedded(emb.to(self.device, torch.float32))
+        dev = self.device
+        logits = self.net.forward_embedded(
+            emb.to(dev, torch.float32),
+            None if context is None else context.to(dev, torch.float32),
+            None if valid is None else valid.to(dev),
+        )
         return torch.sigmoid(logits).to(emb.device)
 
     @torch.no_grad()
-    def predict_proba(self, windows: Tensor) -> Tensor:
+    def predict_proba(self, windows: Tensor, context: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
         """P(converged) [N] float32 for raw windows [N, W, K] of sampled weights (oldest first)."""
         self._check(windows, "windows", (None, self.window, self.k))
         n = windows.shape[0]
         emb = self.embed_snapshots(windows.reshape(n * self.window, self.k)).reshape(n, self.window, self.embed_dim)
-        return self.predict_from_embeddings(emb)
+        return self.predict_from_embeddings(emb, context, valid)
 
-    def predict(self, windows: Tensor) -> Tensor:
+    def predict(self, windows: Tensor, context: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
         """Boolean [N]: P(converged) >= threshold."""
-        return self.predict_proba(windows) >= self.threshold
+        return self.predict_proba(windows, context, valid) >= self.threshold
 
 
 def resolve_predictor_path(name_or_path: str | os.PathLike[str]) -> Path:

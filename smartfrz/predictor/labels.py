@@ -6,22 +6,43 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-LABEL_RULES = ("monotone", "pointwise")
+LABEL_RULES = ("monotone", "pointwise", "horizon", "stable")
+PAIRWISE_RULES = ("horizon", "stable")
+"""Rules that need the snapshot-pair CKA matrix (``cka_pairs``), not only the curve against the final model."""
 
 
 @dataclass(frozen=True)
 class LabelRule:
-    """How a CKA curve becomes a per-snapshot converged/not-converged label."""
+    """How CKA becomes a per-snapshot converged/not-converged label.
+
+    monotone: CKA against the final model stays >= tau from t on. pointwise: that CKA at t alone.
+    stable: CKA between snapshot t and every later snapshot stays >= tau (the representation at t is
+    close to all it becomes, not only to the end). horizon: the same over the next ``horizon`` fraction
+    of training only, so the label does not depend on where the run happens to stop.
+    """
 
     rule: str = "monotone"
-    tau: float = 0.999  # calibrated by freeze probes (mean loss <= 0.2 points), see predictor_data cards
+    tau: float = 0.999
+    horizon: float = 0.25  # fraction of training the horizon rule looks ahead
 
     def __post_init__(self) -> None:
-        """Reject unknown rules and thresholds outside (0, 1]."""
+        """Reject unknown rules, thresholds outside (0, 1] and horizons outside (0, 1]."""
         if self.rule not in LABEL_RULES:
             raise ValueError(f"unknown label rule {self.rule!r}; choose one of {LABEL_RULES}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"label tau must be in (0, 1], got {self.tau}")
+        if not 0.0 < self.horizon <= 1.0:
+            raise ValueError(f"label horizon must be a fraction in (0, 1], got {self.horizon}")
+
+    @property
+    def needs_pairs(self) -> bool:
+        """True when the rule reads the snapshot-pair CKA matrix."""
+        return self.rule in PAIRWISE_RULES
+
+    def describe(self) -> str:
+        """One line, e.g. ``horizon CKA >= 0.95 over 25% of training``."""
+        extra = f" over {self.horizon:.0%} of training" if self.rule == "horizon" else ""
+        return f"{self.rule} CKA >= {self.tau:g}{extra}"
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and reports."""
@@ -43,6 +64,36 @@ def label_curves(cka: np.ndarray, rule: LabelRule) -> np.ndarray:
         return cka >= rule.tau
     suffix_min = np.minimum.accumulate(cka[::-1], axis=0)[::-1]
     return suffix_min >= rule.tau
+
+
+def label_pairs(pairs: np.ndarray, steps: np.ndarray, rule: LabelRule) -> np.ndarray:
+    """Label every (snapshot, layer) from a [T, T, L] snapshot-pair CKA matrix; returns bool [T, L].
+
+    stable: min over t' >= t of CKA(t, t') >= tau. horizon: the same over snapshots whose step is at
+    most ``horizon`` x total steps after t; near the end the horizon is cut at the last snapshot.
+    """
+    pairs = np.asarray(pairs, dtype=np.float64)
+    n_t = pairs.shape[0]
+    if pairs.ndim != 3 or pairs.shape[1] != n_t or len(steps) != n_t:
+        raise ValueError(f"CKA pairs must be [T, T, L] with T = len(steps), got {pairs.shape} and {len(steps)}")
+    if not np.all(np.isfinite(pairs)):
+        raise ValueError("CKA pairs contain non-finite values; flagged runs cannot be labelled")
+    steps = np.asarray(steps, dtype=np.float64)
+    reach = steps[-1] * (rule.horizon if rule.rule == "horizon" else 1.0)
+    out = np.empty((n_t, pairs.shape[2]), dtype=bool)
+    for t in range(n_t):
+        ahead = (steps >= steps[t]) & (steps <= steps[t] + reach + 1e-9)
+        out[t] = pairs[t, ahead].min(axis=0) >= rule.tau
+    return out
+
+
+def label_run(cka: np.ndarray, pairs: np.ndarray | None, steps: np.ndarray, rule: LabelRule) -> np.ndarray:
+    """Labels [T, L] of one run under ``rule``; ValueError when a pairwise rule meets a run without pairs."""
+    if rule.needs_pairs:
+        if pairs is None:
+            raise ValueError(f"label rule {rule.rule!r} needs the trace's cka_pairs, which this run lacks")
+        return label_pairs(pairs, steps, rule)
+    return label_curves(cka, rule)
 
 
 def first_converged(labels: np.ndarray) -> np.ndarray:

@@ -10,7 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 TOKEN_FEATURES = 5
-WINDOW_FEATURES = 8
+WINDOW_FEATURES = 9
+CONTEXT_FEATURES = ("progress", "lr_rel", "depth")
+"""Generic context of a window: training progress t/T (NaN when the total is unknown), the learning rate
+relative to its peak so far, and the layer's depth fraction i / (L - 1) in forward order."""
 _LOG_FLOOR = 1e-12  # ratios below this are clamped so logs stay finite
 _TINY = 1e-30
 SAMPLE_DTYPES = {
@@ -23,7 +26,8 @@ SAMPLE_DTYPES = {
 class ModelConfig:
     """Shape and size of the predictor network."""
 
-    window: int = 30
+    window: int = 8
+    min_window: int = 3  # a layer is judged once it has this many snapshots; shorter windows are masked
     k: int = 1024
     embed_dim: int = 32
     hidden: int = 16
@@ -35,8 +39,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         """Reject sizes the network cannot be built with."""
-        if self.window < 3 or self.k < 1 or self.embed_dim < 1:
-            raise ValueError(f"bad predictor sizes (window >= 3, k >= 1, embed_dim >= 1): {self}")
+        if self.window < 3 or self.k < 1 or self.embed_dim < 1 or not 3 <= self.min_window <= self.window:
+            raise ValueError(f"bad predictor sizes (3 <= min_window <= window, k >= 1, embed_dim >= 1): {self}")
         if self.sample_dtype not in SAMPLE_DTYPES:
             raise ValueError(f"sample_dtype must be one of {sorted(SAMPLE_DTYPES)}, got {self.sample_dtype!r}")
         if self.hidden % self.heads:
@@ -62,19 +66,35 @@ def _log_ratio(num: Tensor, den: Tensor) -> Tensor:
     return torch.log((num / (den + _TINY)).clamp_min(_LOG_FLOOR)) / 10.0
 
 
-def window_features(emb: Tensor) -> tuple[Tensor, Tensor]:
-    """Scale-free tokens [N, W, 5] and window features [N, 8] from embedded snapshots [N, W, D].
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of x [N, M] over the positions where mask [N, M] is true, keeping dim 1."""
+    return (x * mask).sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp_min(1)
 
-    Every feature is a ratio of two quantities that scale together, so multiplying a layer's
-    weights by c > 0 leaves it unchanged. Token t: distance to the latest snapshot over the window
-    spread, step norm (e_t - e_{t-1}) over the mean step, log relative step (step / latest weights),
-    cosine with the previous step, cosine with the window's net displacement (token 0 has no step,
-    the latest no distance: zeros). Window: log spread and log mean step relative to the latest
-    weights, path efficiency (net displacement / path length), mean consecutive-step cosine, and the
-    trend, spread, last value and late/early ratio of the log relative step. All dot
-    products come from one Gram matrix of d_t = e_t - e_latest (centred first, so float32 keeps
-    small steps accurate), which keeps the op count, and so the per-stage latency, low.
+
+def full_mask(emb: Tensor) -> Tensor:
+    """All-valid mask [N, W] for windows [N, W, D]."""
+    return torch.ones(emb.shape[:2], dtype=torch.bool, device=emb.device)
+
+
+def window_features(emb: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Scale-free tokens [N, W, 5] and window features [N, 9] from embedded snapshots [N, W, D].
+
+    ``valid`` [N, W] marks real snapshots; windows shorter than W are left-padded (a valid suffix), and
+    padded positions are filled with the first real snapshot so they add no movement. Every feature is
+    a ratio of two quantities that scale together, so multiplying a layer's weights by c > 0 leaves it
+    unchanged. Token t: distance to the latest snapshot over the window spread, step norm over the mean
+    step, log relative step (step / latest weights), cosine with the previous step, cosine with the
+    window's net displacement. Window: log spread and log mean step relative to the latest weights, path
+    efficiency, mean consecutive-step cosine, trend, spread, last value and late/early ratio of the log
+    relative step, and the share of the window that is filled. All dot products come from one Gram
+    matrix of d_t = e_t - e_latest (centred first, so float32 keeps small steps accurate).
     """
+    n, w, _ = emb.shape
+    if valid is None:
+        valid = full_mask(emb)
+    n_valid = valid.sum(dim=1)  # [N]
+    first = emb[torch.arange(n, device=emb.device), w - n_valid]  # [N, D] earliest real snapshot
+    emb = torch.where(valid.unsqueeze(-1), emb, first.unsqueeze(1))
     ref = emb[:, -1].norm(dim=-1, keepdim=True)  # [N, 1]
     d = emb - emb[:, -1:]
     g = d @ d.transpose(1, 2)  # [N, W, W]
@@ -82,35 +102,59 @@ def window_features(emb: Tensor) -> tuple[Tensor, Tensor]:
     sub = g.diagonal(offset=-1, dim1=1, dim2=2)  # d_t . d_{t-1}, t = 1..W-1
     dist = diag[:, :-1].clamp_min(0).sqrt()  # [N, W-1], t = 0..W-2
     step = (diag[:, 1:] + diag[:, :-1] - 2 * sub).clamp_min(0).sqrt()  # ||e_t - e_{t-1}||, t = 1..W-1
-    # (d_t - d_{t-1}) . (d_{t-1} - d_{t-2}) and (d_t - d_{t-1}) . (e_latest - e_0) from Gram entries
+    step_ok = valid[:, :-1]  # step t is real when snapshot t-1 is (the valid part is a suffix)
     consec_dot = sub[:, 1:] + sub[:, :-1] - g.diagonal(offset=-2, dim1=1, dim2=2) - diag[:, 1:-1]
     along_dot = g[:, :-1, 0] - g[:, 1:, 0]
-    spread = dist.pow(2).mean(dim=1, keepdim=True).sqrt()  # [N, 1]
-    mean_step = step.mean(dim=1, keepdim=True)
-    net = dist[:, :1]
+    spread = _masked_mean(dist.pow(2), step_ok).sqrt()  # [N, 1] (dist t real exactly when step t+1 is)
+    mean_step = _masked_mean(step, step_ok)
+    net = dist[:, :1]  # padded positions hold the first real snapshot
     consec = F.pad(consec_dot / (step[:, 1:] * step[:, :-1] + _TINY), (1, 0))  # [N, W-1]
-    step_feats = torch.stack(
-        [step / (mean_step + _TINY), _log_ratio(step, ref), consec, along_dot / (step * net + _TINY)], dim=-1
-    )
-    tokens = torch.cat([F.pad(dist / (spread + _TINY), (0, 1)).unsqueeze(-1), F.pad(step_feats, (0, 0, 1, 0))], -1)
-    log_step = step_feats[..., 1]  # [N, W-1] log(step / ||e_latest||) / 10
-    pos = torch.arange(log_step.shape[1], dtype=emb.dtype, device=emb.device)
-    pos = (pos - pos.mean()) / pos.std()
-    fifth = max(1, log_step.shape[1] // 5)
+    consec_ok = F.pad(valid[:, :-2], (1, 0))
+    consec = torch.where(consec_ok, consec, torch.zeros_like(consec))
+    log_step = _log_ratio(step, ref)
+    step_feats = torch.stack([step / (mean_step + _TINY), log_step, consec, along_dot / (step * net + _TINY)], dim=-1)
+    # where(), not a product: ratios over zero-length padded steps may be inf, and inf * 0 is NaN
+    step_feats = torch.where(step_ok.unsqueeze(-1), step_feats, torch.zeros_like(step_feats))
+    dist_tok = F.pad(torch.where(step_ok, dist / (spread + _TINY), torch.zeros_like(dist)), (0, 1)).unsqueeze(-1)
+    tokens = torch.cat([dist_tok, F.pad(step_feats, (0, 0, 1, 0))], -1)
+    okf = step_ok.to(emb.dtype)
+    n_steps = okf.sum(dim=1, keepdim=True)  # >= 1 for windows of >= 2 snapshots
+    pos = torch.arange(w - 1, dtype=emb.dtype, device=emb.device).expand(n, -1)
+    pos_c = (pos - _masked_mean(pos, okf)) * okf
+    pos_std = _masked_mean(pos_c.pow(2), okf).sqrt().clamp_min(_TINY)
+    mean_log = _masked_mean(log_step, okf)
+    log_std = _masked_mean((log_step - mean_log).pow(2), okf).sqrt()
+    fifth = (n_steps / 5).floor().clamp_min(1)
+    rank = okf.cumsum(dim=1)  # 1..n_steps over the real steps
+    early = okf * (rank <= fifth)
+    late = okf * (rank > n_steps - fifth)
     window_feats = torch.cat(
         [
             _log_ratio(spread, ref),
             _log_ratio(mean_step, ref),
-            net / (step.sum(dim=1, keepdim=True) + _TINY),
-            consec.sum(dim=1, keepdim=True) / (consec.shape[1] - 1),
-            (log_step * pos).mean(dim=1, keepdim=True),  # trend of the relative step size
-            log_step.std(dim=1, keepdim=True),
+            net / ((step * okf).sum(dim=1, keepdim=True) + _TINY),
+            _masked_mean(consec, consec_ok.to(emb.dtype)),
+            _masked_mean(log_step * pos_c / pos_std, okf),  # trend of the relative step size
+            log_std,
             log_step[:, -1:],
-            log_step[:, -fifth:].mean(dim=1, keepdim=True) - log_step[:, :fifth].mean(dim=1, keepdim=True),
+            _masked_mean(log_step, late) - _masked_mean(log_step, early),
+            n_valid.to(emb.dtype).unsqueeze(1) / w,
         ],
         dim=-1,
     )
     return tokens, window_feats
+
+
+def context_inputs(context: Tensor | None, n: int, like: Tensor) -> Tensor:
+    """[N, 2C]: the context values (unknown NaN -> 0) and one 'unknown' flag per feature."""
+    c = len(CONTEXT_FEATURES)
+    if context is None:
+        context = torch.full((n, c), float("nan"), dtype=like.dtype, device=like.device)
+    if context.shape != (n, c):
+        raise ValueError(f"context must be [N={n}, {c}] ({', '.join(CONTEXT_FEATURES)}), got {list(context.shape)}")
+    context = context.to(like.dtype)
+    unknown = torch.isnan(context)
+    return torch.cat([torch.where(unknown, torch.zeros_like(context), context), unknown.to(like.dtype)], dim=1)
 
 
 class AttentionPredictorNet(nn.Module):
@@ -134,13 +178,14 @@ class AttentionPredictorNet(nn.Module):
         self.k = nn.Linear(h, h, bias=False)
         self.v = nn.Linear(h, h)
         self.out = nn.Linear(h, h)
+        n_ctx = 2 * len(CONTEXT_FEATURES)
         self.head = nn.Sequential(
-            nn.Linear(2 * h + WINDOW_FEATURES, cfg.head_hidden),
+            nn.Linear(2 * h + WINDOW_FEATURES + n_ctx, cfg.head_hidden),
             nn.GELU(),
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.head_hidden, 1),
         )
-        self.skip = nn.Linear(WINDOW_FEATURES, 1)  # linear path on the window summary (logistic-regression floor)
+        self.skip = nn.Linear(WINDOW_FEATURES + n_ctx, 1)  # linear path on summary + context (a logistic floor)
 
     def embed(self, x: Tensor) -> Tensor:
         """Linear embedding of raw snapshots [..., K] -> [..., D] (done once per recorded snapshot).
@@ -151,14 +196,14 @@ class AttentionPredictorNet(nn.Module):
         """
         return x.to(SAMPLE_DTYPES[self.cfg.sample_dtype]).to(self.projection.dtype) @ self.projection
 
-    def _attend(self, h: Tensor) -> Tensor:
+    def _attend(self, h: Tensor, valid: Tensor) -> Tensor:
         """Latest token queries all tokens; keys/values folded into the query so cost is O(W*H)."""
         n, _, hid = h.shape
         heads, dh = self.cfg.heads, hid // self.cfg.heads
         q = self.q(h[:, -1]).view(n, heads, dh)
         # score_hw = q_h . (Wk_h h_w) = (Wk_h^T q_h) . h_w
         qk = torch.einsum("nhd,hde->nhe", q, self.k.weight.view(heads, dh, hid))
-        scores = qk @ h.transpose(1, 2) / math.sqrt(dh)  # [N, heads, W]
+        scores = (qk @ h.transpose(1, 2) / math.sqrt(dh)).masked_fill(~valid[:, None, :], float("-inf"))
         attn = F.dropout(scores.softmax(dim=-1), self.cfg.dropout, self.training)
         pooled = attn @ h  # [N, heads, H]
         ctx = torch.einsum("nhe,hde->nhd", pooled, self.v.weight.view(heads, dh, hid))
@@ -166,25 +211,30 @@ class AttentionPredictorNet(nn.Module):
         return self.out(ctx)
 
     @torch.no_grad()
-    def set_standardisation(self, emb: Tensor) -> None:
+    def set_standardisation(self, emb: Tensor, valid: Tensor | None = None) -> None:
         """Fit the feature means/stds on training windows [N, W, D] (std floored to avoid blow-ups)."""
-        tokens, window_feats = window_features(emb)
-        flat = tokens.reshape(-1, TOKEN_FEATURES)
+        valid = full_mask(emb) if valid is None else valid
+        tokens, window_feats = window_features(emb, valid)
+        flat = tokens[valid]
         self.token_mean.copy_(flat.mean(0))
         self.token_std.copy_(flat.std(0).clamp_min(1e-3))
         self.window_mean.copy_(window_feats.mean(0))
         self.window_std.copy_(window_feats.std(0).clamp_min(1e-3))
 
-    def forward_embedded(self, emb: Tensor) -> Tensor:
-        """Logits [N] from a window of embedded snapshots [N, W, D]."""
-        tokens, window_feats = window_features(emb)
+    def forward_embedded(self, emb: Tensor, context: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
+        """Logits [N] from embedded windows [N, W, D], context [N, C] (NaN = unknown) and valid [N, W]."""
+        valid = full_mask(emb) if valid is None else valid
+        if valid.shape != emb.shape[:2] or not bool(valid[:, -1].all()):
+            raise ValueError("valid must be [N, W] with the latest snapshot of every window valid")
+        tokens, window_feats = window_features(emb, valid)
         tokens = (tokens - self.token_mean) / self.token_std
         window_feats = (window_feats - self.window_mean) / self.window_std
+        summary = torch.cat([window_feats, context_inputs(context, emb.shape[0], emb)], dim=1)
         h = self.norm(self.token(tokens).add_(self.time))
-        ctx = self._attend(h)
-        logit = self.head(torch.cat([ctx, h[:, -1], window_feats], dim=-1)) + self.skip(window_feats)
+        ctx = self._attend(h, valid)
+        logit = self.head(torch.cat([ctx, h[:, -1], summary], dim=-1)) + self.skip(summary)
         return logit.squeeze(-1)
 
-    def forward(self, windows: Tensor) -> Tensor:
+    def forward(self, windows: Tensor, context: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
         """Logits [N] from raw windows [N, W, K]."""
-        return self.forward_embedded(self.embed(windows))
+        return self.forward_embedded(self.embed(windows), context, valid)

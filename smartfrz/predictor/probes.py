@@ -24,9 +24,10 @@ from smartfrz.blocks import discover_blocks, model_logits
 from smartfrz.collection.grid import RunSpec, build_run
 from smartfrz.collection.tracer import evaluate, to_device
 from smartfrz.layers import find_layers
-from smartfrz.predictor.labels import LabelRule, first_converged, label_curves
+from smartfrz.predictor.labels import LabelRule, first_converged, label_run
 from smartfrz.runtime.mechanism import freeze_module
 from smartfrz.traces import RunData, TraceSet
+from smartfrz.zoo.schedules import make_scheduler
 
 
 @dataclass
@@ -71,6 +72,13 @@ def _spec(run: RunData) -> RunSpec:
 
 def run_probe(run: RunData, rule: LabelRule, progress: bool = True) -> ProbeResult:
     """Replay ``run`` freezing blocks on the rule's schedule; final accuracy against the trace's."""
+    labels = label_run(run.cka, run.cka_pairs, run.steps, rule)
+    n_blocks = int(run.block.max()) + 1
+    return probe_schedule(run, block_freeze_snapshots(labels, run.block, n_blocks), rule, progress)
+
+
+def probe_schedule(run: RunData, freeze_at: np.ndarray, rule: LabelRule, progress: bool = True) -> ProbeResult:
+    """Replay ``run`` freezing block b after snapshot ``freeze_at[b]`` (T = never); accuracy against the trace's."""
     start = time.perf_counter()
     spec = _spec(run)
     task, data, model, optimizer = build_run(spec)
@@ -78,7 +86,8 @@ def run_probe(run: RunData, rule: LabelRule, progress: bool = True) -> ProbeResu
     names = [n for n, _ in find_layers(model)]
     if names != run.layer_names:
         raise ValueError(f"run {run.run_id}: the rebuilt model's layers differ from the trace's")
-    freeze_at = block_freeze_snapshots(label_curves(run.cka, rule), run.block, len(blocks))
+    if len(freeze_at) != len(blocks) - 1:
+        raise ValueError(f"run {run.run_id}: {len(freeze_at)} freeze times for {len(blocks) - 1} freezable blocks")
     n_t = len(run.steps)
     freeze_step = {b: int(run.steps[t]) for b, t in enumerate(freeze_at) if t < n_t}
     params = np.array([sum(p.numel() for p in blk.module.parameters()) for blk in blocks], dtype=np.float64)
@@ -87,6 +96,7 @@ def run_probe(run: RunData, rule: LabelRule, progress: bool = True) -> ProbeResu
         data.train, batch_size=task.batch_size, shuffle=True, generator=torch.Generator().manual_seed(spec.seed)
     )
     total_steps = epochs * len(loader)
+    scheduler = make_scheduler(optimizer, spec.schedule, total_steps, spec.warmup)
     skipped = sum(params[b] * (total_steps - s) for b, s in freeze_step.items())
     base = ProbeResult(
         run_id=run.run_id,
@@ -120,6 +130,7 @@ def run_probe(run: RunData, rule: LabelRule, progress: bool = True) -> ProbeResu
             optimizer.zero_grad(set_to_none=True)
             loss_fn(model_logits(model(x)), y).backward()
             optimizer.step()
+            scheduler.step()
             step += 1
             bar.update(1)
             due = [b for b, s in freeze_step.items() if s == step]
@@ -153,10 +164,10 @@ def run_probes(
 def summarise_probes(results: Sequence[ProbeResult]) -> dict[str, Any]:
     """Per tau: probes, mean / worst / std accuracy loss (points) and mean frozen share."""
     out: dict[str, Any] = {"probes": [asdict(r) for r in results], "per_tau": {}}
-    for tau in sorted({r.tau for r in results}):
-        rs = [r for r in results if r.tau == tau]
+    for key in sorted({(r.rule, r.tau) for r in results}):
+        rs = [r for r in results if (r.rule, r.tau) == key]
         loss = np.array([r.acc_loss_points for r in rs])
-        out["per_tau"][f"{tau:g}"] = {
+        out["per_tau"][f"{key[0]}:{key[1]:g}"] = {
             "n": len(rs),
             "mean_loss_points": float(loss.mean()),
             "worst_loss_points": float(loss.max()),

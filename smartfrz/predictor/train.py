@@ -26,6 +26,7 @@ class TrainConfig:
     patience: int = 20
     seed: int = 0
     max_batches_per_epoch: int = 200
+    progress_dropout: float = 0.3  # share of training windows shown without t/T, as when total_steps is unknown
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and reports."""
@@ -43,15 +44,26 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def _forward(net: AttentionPredictorNet, data: WindowSet, rows: np.ndarray, context: np.ndarray) -> torch.Tensor:
+    """Logits of examples ``rows`` with the given context rows."""
+    emb, valid = data.gather(rows)
+    return net.forward_embedded(emb, torch.from_numpy(context), valid)
+
+
 @torch.no_grad()
-def predict_windows(net: AttentionPredictorNet, data: WindowSet, batch_size: int = 4096) -> np.ndarray:
-    """P(converged) for every example of ``data`` (eval mode, no grad)."""
+def predict_windows(
+    net: AttentionPredictorNet, data: WindowSet, batch_size: int = 4096, progress_known: bool = True
+) -> np.ndarray:
+    """P(converged) for every example of ``data`` (eval mode, no grad); optionally with t/T hidden."""
     was_training = net.training
     net.eval()
-    out = [
-        torch.sigmoid(net.forward_embedded(data.gather(np.arange(i, min(i + batch_size, len(data))))))
-        for i in range(0, len(data), batch_size)
-    ]
+    context = data.context.copy()
+    if not progress_known:
+        context[:, 0] = np.nan
+    out = []
+    for i in range(0, len(data), batch_size):
+        rows = np.arange(i, min(i + batch_size, len(data)))
+        out.append(torch.sigmoid(_forward(net, data, rows, context[rows])))
     net.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
@@ -78,7 +90,7 @@ def train_predictor(net: AttentionPredictorNet, train: WindowSet, val: WindowSet
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     sample = torch.randperm(len(train), generator=gen)[:20000].numpy()
-    net.set_standardisation(train.gather(sample))
+    net.set_standardisation(*train.gather(sample))
     n_pos = int(train.y.sum())
     pos_weight = (len(train) - n_pos) / n_pos
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
@@ -95,7 +107,10 @@ def train_predictor(net: AttentionPredictorNet, train: WindowSet, val: WindowSet
         order = torch.randperm(len(train), generator=gen)[: n_batches * cfg.batch_size]
         total = 0.0
         for rows in order.split(cfg.batch_size):
-            loss = loss_fn(net.forward_embedded(train.gather(rows.numpy())), y_train[rows])
+            context = train.context[rows.numpy()].copy()
+            hide = torch.rand(len(rows), generator=gen) < cfg.progress_dropout
+            context[hide.numpy(), 0] = np.nan
+            loss = loss_fn(_forward(net, train, rows.numpy(), context), y_train[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 1.0)

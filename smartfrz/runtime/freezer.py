@@ -76,7 +76,7 @@ def resolve_policy(
     if record_every is None:
         record_every = max(1, total_steps // SNAPSHOTS_PER_RUN) if total_steps else 10
     stage_every = stage_every if stage_every is not None else record_every
-    return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed)
+    return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed, total_steps)
 
 
 def _head(x: Any, n: int) -> Any:

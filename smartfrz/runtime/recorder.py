@@ -91,6 +91,21 @@ class WeightRecorder:
         rows = torch.tensor(list(layers), dtype=torch.int64, device=ring.device)
         return ring.index_select(0, rows).index_select(1, order)
 
+    def valid_mask(self, n: int) -> Tensor:
+        """``[n, W]`` bool: which window positions hold a recorded snapshot (the last min(count, W))."""
+        pos = torch.arange(self.window, device=self.ring.device)
+        return (pos >= self.window - min(self.count, self.window)).expand(n, -1)
+
+    def partial_windows(self, layers: Sequence[int], embedded: bool) -> tuple[Tensor, Tensor]:
+        """Windows of these layers (raw [n, W, K] or embedded [n, W, D]), oldest first, and their valid masks.
+
+        Before the ring fills, the unrecorded (left) positions are zeros and marked invalid.
+        """
+        ring = self.emb_ring if embedded else self.ring
+        if ring is None or self.count == 0:
+            raise RuntimeError("no snapshot recorded yet (or the recorder was built without an embedder)")
+        return self._chronological(ring, layers), self.valid_mask(len(layers))
+
     def windows(self, layers: Sequence[int]) -> Tensor:
         """Raw windows ``[n, W, K]`` of these layers, oldest snapshot first."""
         if not self.full:

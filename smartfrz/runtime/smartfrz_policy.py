@@ -42,6 +42,7 @@ class SmartFRZ(Policy):
         window: int | None = None,
         threshold: float | None = None,
         seed: int = 0,
+        total_steps: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(predictor, PredictorProtocol):
@@ -58,6 +59,12 @@ class SmartFRZ(Policy):
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         self.seed = seed
+        self.total_steps = total_steps
+        # predictors that take context and masked short windows judge a layer from min_window snapshots on
+        self.contextual = hasattr(predictor, "min_window")
+        self.min_window = int(getattr(predictor, "min_window", self.window))
+        self._peak_lr = 0.0
+        self._lr_rel = 1.0
         self.incremental = isinstance(predictor, IncrementalPredictorProtocol)
         self.recorder: WeightRecorder | None = None
         self._judged: list[int] = []  # layer indices (into ctx.layers) that the recorder tracks
@@ -77,16 +84,34 @@ class SmartFRZ(Policy):
         """Take a snapshot every ``record_every`` steps."""
         if self.recorder is not None and step % self.record_every == 0:
             self.recorder.record()
+            lr = float(self.ctx.optimizer.param_groups[0]["lr"]) if self.ctx is not None else 0.0
+            self._peak_lr = max(self._peak_lr, lr)
+            self._lr_rel = lr / self._peak_lr if self._peak_lr > 0 else 1.0
 
     def is_stage(self, step: int) -> bool:
         """Every ``stage_every`` steps."""
         return step % self.stage_every == 0
 
+    def _context(self, rows: list[int], step: int) -> Tensor:
+        """Context [n, 3] of these recorder rows: progress (NaN without total_steps), lr over its peak, depth."""
+        assert self.ctx is not None
+        n_layers = len(self.ctx.layers)
+        progress = step / self.total_steps if self.total_steps else float("nan")
+        depth = [self._judged[r] / max(1, n_layers - 1) for r in rows]
+        return torch.tensor([[progress, self._lr_rel, d] for d in depth], dtype=torch.float32)
+
     @torch.no_grad()
-    def _predict(self, rows: list[int]) -> Tensor:
+    def _predict(self, rows: list[int], step: int) -> Tensor:
         """P(converged) on the CPU for these recorder rows, through the incremental path when available."""
         assert self.recorder is not None
         device = _predictor_device(self.predictor)
+        if self.contextual:
+            windows, valid = self.recorder.partial_windows(rows, embedded=self.incremental)
+            context = self._context(rows, step)
+            if device is not None:
+                windows, valid, context = windows.to(device), valid.to(device), context.to(device)
+            fn = self.predictor.predict_from_embeddings if self.incremental else self.predictor.predict_proba  # type: ignore[attr-defined]
+            return fn(windows, context=context, valid=valid).float().cpu()
         if self.incremental:
             windows = self.recorder.embedded_windows(rows)
             windows = windows if device is None else windows.to(device)
@@ -99,10 +124,10 @@ class SmartFRZ(Policy):
         """Extend the prefix over blocks whose layers the predictor all judges converged."""
         assert self.ctx is not None
         self.block_scores = {}
-        if self.recorder is None or not self.recorder.full or not self.recorder.active:
+        if self.recorder is None or self.recorder.count < self.min_window or not self.recorder.active:
             return num_frozen
         rows = self.recorder.active  # recorder rows == positions in self._judged
-        probs = self._predict(rows)
+        probs = self._predict(rows, step)
         if probs.shape != (len(rows),) or not bool(torch.isfinite(probs).all()):
             raise RuntimeError(f"predictor returned {tuple(probs.shape)} / non-finite values for {len(rows)} windows")
         layer_prob = {self._judged[r]: float(p) for r, p in zip(rows, probs.tolist(), strict=True)}
@@ -137,5 +162,7 @@ class SmartFRZ(Policy):
             "stage_every": self.stage_every,
             "window": self.window,
             "threshold": self.threshold,
+            "min_window": self.min_window,
+            "total_steps": self.total_steps,
             "seed": self.seed,
         }

@@ -79,6 +79,8 @@ class RunData:
     val_loss: np.ndarray  # [T] float32
     val_acc: np.ndarray  # [T] float32
     probe_idx: np.ndarray | None
+    lr: np.ndarray | None = None  # [T] float32 learning rate at each snapshot (None: not recorded)
+    cka_pairs: np.ndarray | None = None  # [T, T, L] float32 CKA between snapshot pairs (None: not recorded)
 
     @property
     def run_id(self) -> str:
@@ -138,6 +140,8 @@ def _check_run(path: Path, rid: str, g: h5py.Group) -> RunInfo:
         "train_loss": (n_t,),
         "val_loss": (n_t,),
         "val_acc": (n_t,),
+        **({"lr": (n_t,)} if "lr" in g else {}),
+        **({"cka_pairs": (n_t, n_t, n_l)} if "cka_pairs" in g else {}),
     }
     for name, shape in expected.items():
         if g[name].shape != shape:
@@ -245,6 +249,8 @@ class TraceSet:
                 val_loss=g["val_loss"][()],
                 val_acc=g["val_acc"][()],
                 probe_idx=g["probe_idx"][()] if "probe_idx" in g else None,
+                lr=g["lr"][()] if "lr" in g else None,
+                cka_pairs=g["cka_pairs"][()] if "cka_pairs" in g else None,
             )
 
     def iter_windows(

@@ -30,8 +30,9 @@ def synthetic_run(
     decay = np.exp(-t / tau)
     noise = rng.normal(0.0, 0.002, size=(n_snapshots, n_layers, k)) * decay
     samples = (final + (start - final) * decay + noise).astype(np.float32)
-    cka = 1.0 - 0.6 * decay[..., 0]
-    cka[-1] = 1.0
+    d = decay[..., 0]  # [T, L]
+    pairs = 1.0 - 0.6 * np.abs(d[:, None, :] - d[None, :, :])  # representations drift with the decay
+    cka = pairs[:, -1].copy()
     stats = np.zeros((n_snapshots, n_layers, len(STAT_NAMES)), dtype=np.float32)
     stats[..., 0] = np.linalg.norm(samples, axis=-1)
     stats[1:, :, 1] = np.linalg.norm(np.diff(samples, axis=0), axis=-1)
@@ -76,6 +77,8 @@ def synthetic_run(
         train_loss=np.linspace(2.0, 0.3, n_snapshots, dtype=np.float32),
         val_loss=np.linspace(2.0, 0.4, n_snapshots, dtype=np.float32),
         val_acc=np.linspace(0.1, acc, n_snapshots, dtype=np.float32),
+        lr=np.full(n_snapshots, 0.1, dtype=np.float32),
+        cka_pairs=pairs.astype(np.float32),
     )
 
 

@@ -46,6 +46,8 @@ class RunRecord:
     probe_idx: np.ndarray | None = None  # [n] int64
     gram: np.ndarray | None = None  # [T, G] float32: per snapshot, the layers' unit Grams flattened
     gram_sizes: np.ndarray | None = None  # [L] int64: side m of each layer's Gram (G = sum m^2)
+    lr: np.ndarray | None = None  # [T] float32: learning rate of the first param group at each snapshot
+    cka_pairs: np.ndarray | None = None  # [T, T, L] float32: CKA between every pair of snapshots
     stat_names: tuple[str, ...] = field(default=STAT_NAMES)
 
 
@@ -108,6 +110,14 @@ def write_run_group(runs: h5py.Group, rec: RunRecord) -> None:
         g.create_dataset(name, data=getattr(rec, name).astype(np.float32))
     if rec.probe_idx is not None:
         g.create_dataset("probe_idx", data=rec.probe_idx.astype(np.int64))
+    if rec.lr is not None:
+        if rec.lr.shape != (t,):
+            raise ValueError(f"run {rec.run_id!r}: lr {rec.lr.shape} must be [{t}]")
+        g.create_dataset("lr", data=rec.lr.astype(np.float32))
+    if rec.cka_pairs is not None:
+        if rec.cka_pairs.shape != (t, t, n_layers):
+            raise ValueError(f"run {rec.run_id!r}: cka_pairs {rec.cka_pairs.shape} must be [{t}, {t}, {n_layers}]")
+        g.create_dataset("cka_pairs", data=rec.cka_pairs.astype(np.float32), compression="gzip", compression_opts=4)
     if rec.gram is not None:
         if rec.gram_sizes is None or rec.gram.shape != (t, int(np.sum(rec.gram_sizes**2))):
             raise ValueError(f"run {rec.run_id!r}: gram {rec.gram.shape} does not match gram_sizes")

@@ -171,3 +171,138 @@ def text_transformer(
     """A small transformer encoder classifier as an nn.Sequential: embedding, `depth` layers, mean-pool head."""
     layers = [EncoderLayer(dim, heads) for _ in range(depth)]
     return nn.Sequential(TokenEmbedding(vocab_size, dim, max_len), *layers, MeanPoolHead(dim, num_classes))
+
+
+def plain_cnn(num_classes: int, in_channels: int = 1, widths: Sequence[int] = (16, 32, 64)) -> nn.Sequential:
+    """A CNN without normalisation as an nn.Sequential: (conv, ReLU, conv, ReLU, max-pool) per stage, pooled head."""
+    stages: list[nn.Module] = []
+    c_in = in_channels
+    for width in widths:
+        stages.append(
+            nn.Sequential(
+                nn.Conv2d(c_in, width, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2, ceil_mode=True),
+            )
+        )
+        c_in = width
+    head = nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(1), nn.Linear(c_in, num_classes))
+    net = nn.Sequential(*stages, head)
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):  # He init: without normalisation the default init barely trains
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    return net
+
+
+def lenet(num_classes: int, in_channels: int = 1, image: int = 28) -> nn.Sequential:
+    """LeNet-5 style: tanh convolutions with average pooling, two tanh FC layers, the head."""
+    side = (image // 2 - 4) // 2
+    if side < 1:
+        raise ValueError(f"LeNet needs images of at least 12x12, got {image}")
+    return nn.Sequential(
+        nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2)),
+        nn.Sequential(nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2)),
+        nn.Sequential(nn.Flatten(1), nn.Linear(16 * side * side, 120), nn.Tanh()),
+        nn.Sequential(nn.Linear(120, 84), nn.Tanh()),
+        nn.Linear(84, num_classes),
+    )
+
+
+class PatchEmbed(nn.Module):
+    """Image [B, C, H, W] -> patch tokens [B, N, D] plus learned positions (a strided conv)."""
+
+    def __init__(self, in_channels: int, dim: int, patch: int, image: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        self.positions = nn.Parameter(0.02 * torch.randn(1, (image // patch) ** 2, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Patchify, flatten, add positions."""
+        tokens = self.proj(x).flatten(2).transpose(1, 2)
+        return tokens + self.positions
+
+
+class MixerBlock(nn.Module):
+    """MLP-Mixer block: token-mixing MLP across patches, then channel-mixing MLP, both pre-norm residual."""
+
+    def __init__(self, tokens: int, dim: int, token_hidden: int, channel_hidden: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.token_mlp = nn.Sequential(nn.Linear(tokens, token_hidden), nn.GELU(), nn.Linear(token_hidden, tokens))
+        self.norm2 = nn.LayerNorm(dim)
+        self.channel_mlp = nn.Sequential(nn.Linear(dim, channel_hidden), nn.GELU(), nn.Linear(channel_hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mix tokens, then channels."""
+        x = x + self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        return x + self.channel_mlp(self.norm2(x))
+
+
+class TokenPoolHead(nn.Module):
+    """Layer norm, mean over tokens, linear classifier: [B, N, D] -> logits."""
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool and classify."""
+        return self.fc(self.norm(x).mean(dim=1))
+
+
+def mlp_mixer(
+    num_classes: int, in_channels: int = 1, image: int = 28, patch: int = 4, dim: int = 64, depth: int = 4
+) -> nn.Sequential:
+    """A small MLP-Mixer as an nn.Sequential: patch embedding, ``depth`` mixer blocks, pooled head."""
+    tokens = (image // patch) ** 2
+    blocks = [MixerBlock(tokens, dim, 2 * tokens, 2 * dim) for _ in range(depth)]
+    return nn.Sequential(PatchEmbed(in_channels, dim, patch, image), *blocks, TokenPoolHead(dim, num_classes))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer encoder block on patch tokens [B, N, D] (no padding)."""
+
+    def __init__(self, dim: int, heads: int, ff_mult: int = 2) -> None:
+        super().__init__()
+        self.inner = EncoderLayer(dim, heads, ff_mult=ff_mult, dropout=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Self-attention and feed-forward over all patches."""
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        return self.inner((x, mask))[0]
+
+
+def vit(
+    num_classes: int,
+    in_channels: int = 1,
+    image: int = 28,
+    patch: int = 4,
+    dim: int = 64,
+    depth: int = 4,
+    heads: int = 4,
+) -> nn.Sequential:
+    """A small ViT as an nn.Sequential: patch embedding, ``depth`` encoder blocks, mean-pooled head."""
+    blocks = [ViTBlock(dim, heads) for _ in range(depth)]
+    return nn.Sequential(PatchEmbed(in_channels, dim, patch, image), *blocks, TokenPoolHead(dim, num_classes))
+
+
+def conv1d_net(num_classes: int, length: int = 40, widths: Sequence[int] = (32, 64, 64)) -> nn.Sequential:
+    """A 1-D CNN for signals [B, L] as an nn.Sequential: (conv, BN, ReLU) stages with pooling, pooled head."""
+    stages: list[nn.Module] = [nn.Sequential(nn.Unflatten(1, (1, length)), nn.Conv1d(1, widths[0], 5, padding=2))]
+    c_in = widths[0]
+    for width in widths:
+        stages.append(
+            nn.Sequential(
+                nn.Conv1d(c_in, width, 3, padding=1, bias=False),
+                nn.BatchNorm1d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool1d(2),
+            )
+        )
+        c_in = width
+    head = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(1), nn.Linear(c_in, num_classes))
+    return nn.Sequential(*stages, head)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 SCENARIOS = ("scratch", "finetune")
 
 
@@ -85,8 +85,18 @@ def list_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def make_optimizer(task: Task, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """The task's optimizer: SGD with Nesterov momentum 0.9, or AdamW; weight decay from the task."""
-    if task.optimizer == "sgd":
+def make_optimizer(
+    task: Task, params: Iterable[nn.Parameter], lr: float, optimizer: str | None = None
+) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum 0.9, Adam (L2 weight decay) or AdamW; the task's own unless ``optimizer`` says.
+
+    Weight decay comes from the task.
+    """
+    name = optimizer or task.optimizer
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=task.weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=task.weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=task.weight_decay)

@@ -34,6 +34,136 @@ def _text_transformer(num_classes: int) -> nn.Module:
     return models.text_transformer(text.vocab_size(), num_classes, max_len=BBC_MAX_LEN)
 
 
+def _digits_images(opts: DataOptions) -> TaskData:
+    """scikit-learn's digits as 1x8x8 images."""
+    return data.load_digits(opts, image=True)
+
+
+CORPUS_TASKS = (
+    Task(
+        name="fmnist_plaincnn",
+        family="plaincnn",
+        scenario="scratch",
+        dataset="fashion_mnist",
+        build_model=models.plain_cnn,
+        load_data=_fmnist_28,
+        epochs=4,
+        batch_size=64,
+        optimizer="sgd",
+        lrs=(0.01, 0.02, 0.04),
+        weight_decay=5e-4,
+        smoke_max_train=512,
+        default_max_train=2000,
+    ),
+    Task(
+        name="digits_plaincnn",
+        family="plaincnn",
+        scenario="scratch",
+        dataset="digits_8x8",
+        build_model=functools.partial(models.plain_cnn, widths=(16, 32)),
+        load_data=_digits_images,
+        epochs=15,
+        batch_size=64,
+        optimizer="adam",
+        lrs=(5e-4, 1e-3, 2e-3),
+        weight_decay=0.0,
+        smoke_max_train=512,
+        default_max_train=None,
+    ),
+    Task(
+        name="fmnist_lenet",
+        family="lenet",
+        scenario="scratch",
+        dataset="fashion_mnist",
+        build_model=models.lenet,
+        load_data=_fmnist_28,
+        epochs=5,
+        batch_size=64,
+        optimizer="adam",
+        lrs=(5e-4, 1e-3, 2e-3),
+        weight_decay=0.0,
+        smoke_max_train=512,
+        default_max_train=2000,
+    ),
+    Task(
+        name="fmnist_mixer",
+        family="mixer",
+        scenario="scratch",
+        dataset="fashion_mnist",
+        build_model=models.mlp_mixer,
+        load_data=_fmnist_28,
+        epochs=4,
+        batch_size=64,
+        optimizer="adamw",
+        lrs=(1e-3, 2e-3, 4e-3),
+        weight_decay=5e-2,
+        smoke_max_train=512,
+        default_max_train=2000,
+    ),
+    Task(
+        name="fmnist_vit",
+        family="vit",
+        scenario="scratch",
+        dataset="fashion_mnist",
+        build_model=models.vit,
+        load_data=_fmnist_28,
+        epochs=4,
+        batch_size=64,
+        optimizer="adamw",
+        lrs=(5e-4, 1e-3, 2e-3),
+        weight_decay=5e-2,
+        smoke_max_train=512,
+        default_max_train=2000,
+    ),
+    Task(
+        name="digits_vit",
+        family="vit",
+        scenario="scratch",
+        dataset="digits_8x8",
+        build_model=functools.partial(models.vit, image=8, patch=2, dim=48, depth=3),
+        load_data=_digits_images,
+        epochs=15,
+        batch_size=64,
+        optimizer="adamw",
+        lrs=(1e-3, 2e-3, 4e-3),
+        weight_decay=5e-2,
+        smoke_max_train=512,
+        default_max_train=None,
+    ),
+    Task(
+        name="mnist1d_conv1d",
+        family="conv1d",
+        scenario="scratch",
+        dataset="mnist1d",
+        build_model=models.conv1d_net,
+        load_data=data.load_mnist1d,
+        epochs=15,
+        batch_size=100,
+        optimizer="sgd",
+        lrs=(0.01, 0.03, 0.1),
+        weight_decay=5e-4,
+        smoke_max_train=512,
+        default_max_train=None,
+    ),
+    Task(
+        name="digits_mlp_adam",
+        family="mlp",
+        scenario="scratch",
+        dataset="digits",
+        build_model=functools.partial(models.mlp, 64, hidden=(128, 128)),
+        load_data=data.load_digits,
+        epochs=20,
+        batch_size=64,
+        optimizer="adam",
+        lrs=(5e-4, 1e-3, 2e-3),
+        smoke_max_train=512,
+        default_max_train=None,
+    ),
+)
+"""Tasks added for a diverse trace corpus: more families (plain and LeNet CNNs, MLP-Mixer, ViT, 1-D CNN) and
+optimizers (Adam), each small enough to train in about a minute on one CPU thread."""
+
+
 BUILTIN_TASKS = (
     Task(
         name="fmnist_resnet",
@@ -159,5 +289,5 @@ BUILTIN_TASKS = (
 
 def register_builtin_tasks() -> None:
     """Register the built-in tasks (once; called on import of smartfrz.zoo)."""
-    for task in BUILTIN_TASKS:
+    for task in (*BUILTIN_TASKS, *CORPUS_TASKS):
         register_task(task)

@@ -1,0 +1,140 @@
+"""Policy simulator: replay the runtime's freeze decisions on traced runs and score them against a frontier.
+
+For every run, the runtime's rule is applied to the predictor's P(converged) of each layer at each
+recording: a block freezes at the first stage where all its layers score >= threshold and every earlier
+block is frozen (the head never). The frontier is the earliest safe freeze snapshot per block, from a
+probe-validated label rule. Savings are parameter x time shares (a frozen block skips its backward
+and optimizer update from the freeze on); FLOPs per block are not in the traces, so parameters are
+the weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from smartfrz.predictor.dataset import RunLayout, WindowSet
+from smartfrz.predictor.probes import block_freeze_snapshots
+
+
+@dataclass
+class SimulatedRun:
+    """One run replayed: when each block froze under the predictor and at the frontier."""
+
+    run_id: str
+    family: str
+    predicted: list[int]  # freeze snapshot per freezable block (T = never)
+    frontier: list[int]
+    saved: float  # parameter-time share frozen by the predictor
+    frontier_saved: float  # the same at the frontier
+    early: list[dict[str, float]]  # blocks frozen before the frontier: block, at, frontier (fractions of training)
+
+
+def _staircase(scores: np.ndarray, layout: RunLayout, threshold: float) -> np.ndarray:
+    """Freeze snapshot per block from P [T, L] (NaN where not judged yet), as the runtime walks the prefix.
+
+    At each stage t the prefix grows over every next block whose layers all score >= threshold now
+    (a layer-less block follows its predecessor); a frozen block never thaws.
+    """
+    n_t = scores.shape[0]
+    n_free = int(layout.block.max())  # the head (last block) never freezes
+    ok = np.nan_to_num(scores, nan=0.0) >= threshold
+    out = np.full(n_free, n_t, dtype=np.int64)
+    frozen = 0
+    for t in range(n_t):
+        while frozen < n_free and ok[t, layout.block == frozen].all():
+            out[frozen] = t
+            frozen += 1
+    return out
+
+
+def _first_stays(labels: np.ndarray, layout: RunLayout) -> np.ndarray:
+    """Frontier snapshot per block from labels [T, L]."""
+    return block_freeze_snapshots(labels, layout.block, int(layout.block.max()) + 1)
+
+
+def _saved(freeze_at: np.ndarray, layout: RunLayout) -> float:
+    """Share of parameter x snapshot-intervals skipped when block b freezes after snapshot freeze_at[b]."""
+    n_t = layout.n_snapshots
+    params = np.array([layout.numel[layout.block == b].sum() for b in range(len(freeze_at))], dtype=np.float64)
+    frozen = np.clip(n_t - 1 - freeze_at, 0, None) / n_t
+    return float((params * frozen).sum() / layout.numel.sum())
+
+
+def _grid(data: WindowSet, rows: np.ndarray, values: np.ndarray, n_t: int, n_l: int, fill: float) -> np.ndarray:
+    """Scatter per-example ``values`` of ``rows`` into a [T, L] array."""
+    out = np.full((n_t, n_l), fill, dtype=np.float64)
+    out[data.t[rows], data.layer[rows]] = values
+    return out
+
+
+def simulate(data: WindowSet, probs: np.ndarray, threshold: float) -> list[SimulatedRun]:
+    """Replay every run of ``data`` with these probabilities; the frontier comes from ``data.y``.
+
+    A freeze counts as early when it comes before the block's frontier snapshot (by any amount).
+    """
+    out = []
+    for rid in sorted(set(data.run_id.tolist())):
+        rows = np.flatnonzero(data.run_id == rid)
+        lay = data.layouts[rid]
+        n_t, n_l = lay.n_snapshots, len(lay.block)
+        pred = _staircase(_grid(data, rows, probs[rows], n_t, n_l, np.nan), lay, threshold)
+        front = _first_stays(_grid(data, rows, data.y[rows], n_t, n_l, 0.0) > 0, lay)
+        early = [
+            {"block": b, "at": (p + 1) / n_t, "frontier": (f + 1) / n_t}
+            for b, (p, f) in enumerate(zip(pred, front, strict=True))
+            if p < f
+        ]
+        family = str(data.family[rows[0]])
+        saved, front_saved = _saved(pred, lay), _saved(front, lay)
+        out.append(SimulatedRun(rid, family, pred.tolist(), front.tolist(), saved, front_saved, early))
+    return out
+
+
+def summarise(runs: list[SimulatedRun]) -> dict[str, object]:
+    """Per family and overall: savings, frontier savings, share captured, runs and blocks frozen early."""
+
+    def agg(rs: list[SimulatedRun]) -> dict[str, float]:
+        saved = float(np.mean([r.saved for r in rs]))
+        front = float(np.mean([r.frontier_saved for r in rs]))
+        blocks = sum(len(r.predicted) for r in rs)
+        return {
+            "runs": len(rs),
+            "saved": saved,
+            "frontier_saved": front,
+            "captured": saved / front if front > 0 else float("nan"),
+            "early_blocks": sum(len(r.early) for r in rs),
+            "early_block_share": sum(len(r.early) for r in rs) / max(1, blocks),
+            "runs_with_early": sum(bool(r.early) for r in rs),
+            "runs_freezing_nothing": sum(r.saved == 0 for r in rs),
+        }
+
+    fams = sorted({r.family for r in runs})
+    return {
+        "all": agg(runs),
+        "per_family": {f: agg([r for r in runs if r.family == f]) for f in fams},
+        "runs": [asdict(r) for r in runs],
+    }
+
+
+def choose_threshold_by_savings(
+    data: WindowSet,
+    probs: np.ndarray,
+    max_early_share: float = 0.1,
+    grid: np.ndarray | None = None,
+) -> tuple[float, dict[str, object]]:
+    """The lowest threshold whose replay freezes at most ``max_early_share`` of blocks before the frontier.
+
+    A false freeze costs accuracy and a missed one only time, so the early share is the constraint and
+    savings the objective (they grow as the threshold falls). Falls back to the strictest grid value.
+    """
+    grid = np.round(np.arange(0.5, 0.991, 0.01), 2) if grid is None else grid
+    best = (float(grid[-1]), summarise(simulate(data, probs, float(grid[-1]))))
+    for thr in sorted(grid, reverse=True):
+        summary = summarise(simulate(data, probs, float(thr)))
+        if summary["all"]["early_block_share"] <= max_early_share:  # type: ignore[index]
+            best = (float(thr), summary)
+        else:
+            break
+    return best

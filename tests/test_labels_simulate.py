@@ -1,0 +1,153 @@
+"""Label rules over snapshot-pair CKA, learning-rate schedules, masked windows and the policy simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smartfrz.collection.cka import GramStore, cka_against_final, cka_matrix
+from smartfrz.predictor.dataset import RunLayout, WindowSet
+from smartfrz.predictor.labels import LabelRule, label_pairs, label_run
+from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig, window_features
+from smartfrz.predictor.simulate import choose_threshold_by_savings, simulate, summarise
+from smartfrz.zoo.schedules import lr_factor
+
+
+def _pairs_from_curve(values: np.ndarray) -> np.ndarray:
+    """[T, T, 1] CKA of a 1-D representation path: 1 - |r_t - r_t'|."""
+    return (1.0 - np.abs(values[:, None] - values[None, :]))[..., None]
+
+
+def test_horizon_rule_looks_only_ahead_and_ignores_where_the_run_stops() -> None:
+    steps = np.arange(1, 11)
+    # a representation that settles at snapshot 3, then moves again from snapshot 8 (e.g. a late lr change)
+    path = np.array([0.0, 0.3, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.9, 0.9])
+    pairs = _pairs_from_curve(path)
+    horizon = label_pairs(pairs, steps, LabelRule("horizon", 0.99, horizon=0.3))[:, 0]
+    stable = label_pairs(pairs, steps, LabelRule("stable", 0.99))[:, 0]
+    monotone = label_run(pairs[:, -1], None, steps, LabelRule("monotone", 0.99))[:, 0]
+    assert horizon.tolist() == [False, False, False, True, True, False, False, False, True, True]
+    assert stable.tolist() == [False] * 8 + [True, True]
+    assert monotone.tolist() == stable.tolist()
+    with pytest.raises(ValueError, match="needs the trace's cka_pairs"):
+        label_run(pairs[:, -1], None, steps, LabelRule("horizon", 0.99))
+    with pytest.raises(ValueError, match="horizon"):
+        LabelRule("horizon", 0.9, horizon=0.0)
+
+
+def test_cka_matrix_matches_cka_against_final() -> None:
+    rng = np.random.default_rng(0)
+    store = GramStore(2**30)
+    for _ in range(5):
+        grams = []
+        for m in (4, 6):
+            x = rng.normal(size=(m, 3))
+            g = x @ x.T
+            grams.append((g / np.linalg.norm(g)).astype(np.float32))
+        store.append(grams)
+    pairs = cka_matrix(store)
+    assert pairs.shape == (5, 5, 2)
+    np.testing.assert_allclose(np.diagonal(pairs, axis1=0, axis2=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(pairs[:, -1], cka_against_final(store), atol=1e-6)
+    np.testing.assert_allclose(pairs, pairs.transpose(1, 0, 2), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup", "expected"),
+    [
+        ("constant", 0.0, [1.0, 1.0, 1.0, 1.0]),
+        ("linear", 0.0, [1.0, 0.75, 0.5, 0.25]),
+        ("step", 0.0, [1.0, 1.0, 0.1, 0.01]),
+        ("cosine", 0.25, [1.0, 1.0, 0.75, 0.25]),
+    ],
+)
+def test_lr_schedules(schedule: str, warmup: float, expected: list[float]) -> None:
+    got = [lr_factor(schedule, s, 4, warmup) for s in range(4)]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_unknown_schedule_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_factor("exponential", 0, 10)
+
+
+def test_masked_windows_ignore_padding_and_scale() -> None:
+    torch.manual_seed(0)
+    net = AttentionPredictorNet(ModelConfig(window=8, k=32, embed_dim=16)).eval()
+    x = torch.randn(4, 8, 32).cumsum(1)
+    valid = torch.ones(4, 8, dtype=torch.bool)
+    valid[0, :5] = False
+    valid[1, :2] = False
+    out = net(x, None, valid)
+    garbage = x.clone()
+    garbage[0, :5] = 1e3 * torch.randn(5, 32)
+    torch.testing.assert_close(net(garbage, None, valid), out)
+    torch.testing.assert_close(net(4.0 * x, None, valid), out, atol=1e-4, rtol=0)
+    # a short window is not judged like a full one that merely starts with the same snapshots
+    assert not torch.allclose(net(x, None, torch.ones_like(valid))[0], out[0])
+    tokens, feats = window_features(net.embed(x), valid)
+    assert torch.isfinite(tokens).all() and torch.isfinite(feats).all()
+    assert feats[0, -1] == pytest.approx(3 / 8) and feats[2, -1] == 1.0
+
+
+def test_context_changes_the_prediction_and_unknown_is_allowed() -> None:
+    torch.manual_seed(0)
+    net = AttentionPredictorNet(ModelConfig(window=4, k=16, embed_dim=8)).eval()
+    x = torch.randn(2, 4, 16).cumsum(1)
+    known = net(x, torch.tensor([[0.2, 1.0, 0.0], [0.9, 0.1, 1.0]]))
+    unknown = net(x, torch.tensor([[float("nan"), 1.0, 0.0], [float("nan"), 0.1, 1.0]]))
+    assert torch.isfinite(unknown).all() and not torch.allclose(known, unknown)
+    with pytest.raises(ValueError, match="context must be"):
+        net(x, torch.zeros(2, 2))
+
+
+def _window_set(labels: np.ndarray, block: np.ndarray) -> WindowSet:
+    """A WindowSet for one run whose examples are every (t, layer) of labels [T, L]."""
+    n_t, n_l = labels.shape
+    t, layer = np.meshgrid(np.arange(n_t), np.arange(n_l), indexing="ij")
+    n = n_t * n_l
+    return WindowSet(
+        window=3,
+        emb=torch.zeros(1, 1),
+        end=np.zeros(n, np.int64),
+        first=np.zeros(n, np.int64),
+        y=labels.ravel().astype(bool),
+        context=np.zeros((n, 3), np.float32),
+        features=np.zeros((n, 1), np.float32),
+        run_id=np.full(n, "r"),
+        family=np.full(n, "f"),
+        group=np.full(n, "r"),
+        layer=layer.ravel(),
+        t=t.ravel(),
+        layouts={"r": RunLayout(block, np.full(n_l, 10), n_t)},
+    )
+
+
+def test_simulator_replays_the_prefix_walk_against_a_known_frontier() -> None:
+    n_t = 10
+    block = np.array([0, 1, 2])  # 3 layers, blocks 0 and 1 freezable, block 2 is the head
+    labels = np.zeros((n_t, 3), bool)
+    labels[4:, 0] = True  # frontier: block 0 safe from snapshot 4, block 1 from snapshot 6
+    labels[6:, 1] = True
+    data = _window_set(labels, block)
+    probs = np.zeros((n_t, 3))
+    probs[2:, 0] = 0.9  # the predictor freezes block 0 at snapshot 2: two snapshots early
+    probs[7, 1] = 0.9  # and block 1 at snapshot 7 (a single stage above threshold suffices; it never thaws)
+    (run,) = simulate(data, probs.ravel(), threshold=0.5)
+    assert run.frontier == [4, 6] and run.predicted == [2, 7]
+    assert run.early == [{"block": 0, "at": 0.3, "frontier": 0.5}]
+    # parameter-time: block b frozen for (T - 1 - at) of T snapshot intervals, 10 of 30 weights each
+    assert run.saved == pytest.approx((10 * 7 / 10 + 10 * 2 / 10) / 30)
+    assert run.frontier_saved == pytest.approx((10 * 5 / 10 + 10 * 3 / 10) / 30)
+    summary = summarise([run])["all"]
+    assert summary["captured"] == pytest.approx(run.saved / run.frontier_saved)
+    assert summary["early_blocks"] == 1 and summary["early_block_share"] == 0.5
+    # block 1 cannot freeze before block 0: the prefix waits
+    probs2 = np.zeros((n_t, 3))
+    probs2[1:, 1] = 0.9
+    probs2[5:, 0] = 0.9
+    assert simulate(data, probs2.ravel(), 0.5)[0].predicted == [5, 5]
+    # the threshold search refuses the early freeze: block 0 scores 0.9 from 2, so only >0.9 avoids it
+    thr, summ = choose_threshold_by_savings(data, probs.ravel(), max_early_share=0.0, grid=np.array([0.5, 0.95]))
+    assert thr == 0.95 and summ["all"]["early_blocks"] == 0
