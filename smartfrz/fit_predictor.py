@@ -101,6 +101,8 @@ def _fit(args: argparse.Namespace) -> int:
         "train_config": cfg.train.to_dict(),
         "group_by": cfg.group_by,
         "min_precision": cfg.min_precision,
+        "threshold_by": cfg.threshold_by,
+        "max_early_share": cfg.max_early_share,
         "threshold": main.threshold,
         "threshold_met_on_val": main.threshold_met,
         "parameters": sum(p.numel() for p in main.net.parameters()),

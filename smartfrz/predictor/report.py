@@ -59,8 +59,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"Split (grouped by {report['group_by']} within family): "
         + ", ".join(f"{s}: {v['runs']} runs / {v['windows']} windows" for s, v in d["split"].items())
         + ".",
-        f"Threshold {report['threshold']:.4f}, chosen on validation for precision >= {report['min_precision']}"
-        + ("" if report["threshold_met_on_val"] else " (target NOT reached on validation: highest precision used)")
+        (
+            f"Threshold {report['threshold']:.4f}, chosen on validation for precision >= {report['min_precision']}"
+            + ("" if report["threshold_met_on_val"] else " (target NOT reached on validation: highest precision used)")
+            if report.get("threshold_by", "precision") == "precision"
+            else f"Threshold {report['threshold']:.4f}: the lowest whose replay on the validation runs froze at most "
+            f"{report.get('max_early_share', 0.1):.0%} of blocks before their label frontier"
+        )
         + ".",
         "",
         "### Test split (held-out runs), threshold chosen on validation per model",
@@ -68,11 +73,29 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     rows = [(name, fam, m) for name, res in report["metrics"].items() for fam, m in res["test"].items()]
     lines += _table(rows)
+    sims = [
+        (name, fam, s)
+        for name, res in report["metrics"].items()
+        if "simulation" in res
+        for fam, s in [("all", res["simulation"]["all"]), *res["simulation"]["per_family"].items()]
+    ]
+    if sims:
+        lines += ["", "### Policy simulation on the test runs (runtime freeze rule replayed; parameter-time saved)", ""]
+        lines += _simulation_table(sims)
     if d["lofo"]:
         lines += ["", "### Leave one family out (trained without the family, scored on it)", ""]
         lines += _table(
             [(name, fam, m) for fam, res in d["lofo"].items() for name, m in res.items() if isinstance(m, dict)]
         )
+        lofo_sims = [
+            (name, fam, m["simulation"])
+            for fam, res in d["lofo"].items()
+            for name, m in res.items()
+            if isinstance(m, dict) and "simulation" in m
+        ]
+        if lofo_sims:
+            lines += ["", "### Leave one family out: policy simulation on the held-out family's runs", ""]
+            lines += _simulation_table(lofo_sims)
     lat = report.get("latency")
     if lat:
         lines += [
@@ -89,6 +112,20 @@ def report_markdown(report: dict[str, Any]) -> str:
     t = report["training"]
     lines += ["", f"Training: best epoch {t['best_epoch']} of {t['epochs_run']}, pos_weight {t['pos_weight']:.2f}."]
     return "\n".join(lines) + "\n"
+
+
+def _simulation_table(rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """Markdown rows: model, subset, runs, saved, frontier saved, captured, early blocks."""
+    out = [
+        "| model | subset | runs | saved | frontier saved | captured | blocks frozen early | runs freezing nothing |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, fam, s in rows:
+        out.append(
+            f"| {name} | {fam} | {s['runs']} | {s['saved']:.1%} | {s['frontier_saved']:.1%} | {_fmt(s['captured'])} "
+            f"| {s['early_blocks']} ({s['early_block_share']:.0%}) | {s['runs_freezing_nothing']} |"
+        )
+    return out
 
 
 def write_report(report: dict[str, Any], stem: Path) -> tuple[Path, Path]:
