@@ -67,9 +67,15 @@ def test_fit_is_reproducible(fitted, traces, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fit_rejects_windows_longer_than_runs(traces, tmp_path):
-    with pytest.raises(ValueError, match="at least window"):
-        main(["fit", "--traces", str(traces), "--out", str(tmp_path / "x.pt"), "--window", "50", "--no-latency"])
+def test_fit_rejects_windows_longer_than_runs(traces, tmp_path, capsys):
+    args = ["fit", "--traces", str(traces), "--out", str(tmp_path / "x.pt"), "--window", "50", "--no-latency"]
+    assert main(args) == 2
+    stderr = capsys.readouterr().err
+    err = stderr.strip().splitlines()[-1]  # after the loading progress bar
+    assert err.startswith("error: no run in") and "at least window=50" in err and "pass a smaller --window" in err
+    assert "Traceback" not in stderr
+    with pytest.raises(ValueError, match="at least window"):  # --debug: the library's exception, traceback and all
+        main([*args, "--debug"])
 
 
 def test_latency_command(fitted, capsys):
