@@ -89,3 +89,16 @@ def test_a_failing_stage_stops_the_pipeline_with_one_line(tmp_path, monkeypatch,
     assert "FileNotFoundError: no data for digits_mlp" in err
     assert "Traceback" not in captured.out + captured.err  # one line per failed run while collecting, no traceback
     assert "=== 2/3" not in captured.out
+
+
+def test_bench_unknown_task_lists_the_known_ones(tmp_path, capsys):
+    args = ["bench", "--tasks", "nope", "--policies", "none", "--out", str(tmp_path), "--no-progress"]
+    assert cli.main(args) == 2
+    err = _error(capsys)
+    assert "unknown task 'nope'" in err and "synth_resmlp" in err
+
+
+def test_unknown_predictor_names_the_known_ones(capsys):
+    assert cli.main(["latency", "--predictor", "nope"]) == 2
+    err = _error(capsys)
+    assert "no predictor named 'nope'" in err and "'default'" in err

@@ -22,7 +22,6 @@ MERGED_NAME = "traces.h5"
 PRESETS = Lazy("smartfrz.collection.presets:PRESETS", sorted)
 HINTS: list[Hint] = [
     (FileExistsError, "already exist", "add --resume to keep finished runs or --overwrite to redo them"),
-    (FileNotFoundError, "Fashion-MNIST", "run scripts/fetch_data.sh"),
 ]
 
 
