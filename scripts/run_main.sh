@@ -4,5 +4,9 @@
 # Arguments go to `python -m smartfrz.pipeline` (e.g. --out DIR, --preset default, --bench full).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No GPU visible: build the CPU kernels only (minutes less); the test command keeps compiling the CUDA ones.
+if [ -z "${SMARTFRZ_CUDA:-}" ] && ! nvidia-smi -L 2> /dev/null | grep -q "^GPU"; then
+  export SMARTFRZ_CUDA=0
+fi
 scripts/setup_env.sh
 .venv/bin/python -m smartfrz.pipeline "$@"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from smartfrz.bench import BENCH_TASKS, PolicySpec, ScheduledFreeze
-from smartfrz.bench.__main__ import TRAINING_TASKS, main
+from smartfrz.bench.__main__ import main, training_tasks
 from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
 from smartfrz.bench.report import paired
 from smartfrz.bench.tasks import held_out
@@ -22,7 +22,7 @@ from smartfrz.runtime import Freezer
 
 def test_bench_tasks_hold_out_a_family_and_a_dataset_of_the_training_preset():
     names = [t.name for t in BENCH_TASKS]
-    training = TRAINING_TASKS
+    training = training_tasks()
     assert not set(names) & set(training)
     out = held_out(names, training)
     assert out["families"] and out["datasets"]
@@ -156,19 +156,28 @@ def test_quick_oracle_probes_are_on_the_ladder_and_pick_the_first_within_toleran
             assert frozen_at == [s for s in probe["schedule"] if s is not None]
 
 
-def test_seen_tasks_are_refused_without_the_flag(tmp_path):
-    with pytest.raises(SystemExit, match="trained the shipped predictor"):
-        main(["--tasks", "digits_mlp", "--policies", "none", "--out", str(tmp_path), "--no-progress"])
+def _error(capsys) -> str:
+    """The one line a failed command printed on stderr."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
 
 
-def test_none_is_required(tmp_path):
-    with pytest.raises(ValueError, match="'none' policy is required"):
-        main(["--quick", "--policies", "freezeout", "--out", str(tmp_path), "--no-progress"])
+def test_seen_tasks_are_refused_without_the_flag(tmp_path, capsys):
+    assert main(["--tasks", "digits_mlp", "--policies", "none", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = _error(capsys)
+    assert "trained the shipped predictor" in err and "pass --allow-seen-tasks" in err
 
 
-def test_missing_predictor_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="pass --predictor PATH"):
-        main(["--quick", "--predictor", str(tmp_path / "nope.pt"), "--out", str(tmp_path), "--no-progress"])
+def test_none_is_required(tmp_path, capsys):
+    assert main(["--quick", "--policies", "freezeout", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "'none' policy is required" in _error(capsys)
+
+
+def test_missing_predictor_is_a_clear_error(tmp_path, capsys):
+    assert main(["--quick", "--predictor", str(tmp_path / "nope.pt"), "--out", str(tmp_path), "--no-progress"]) == 2
+    err = _error(capsys)
+    assert "nope.pt" in err and "pass --predictor PATH" in err
 
 
 def test_nan_free_summary(quick_results):

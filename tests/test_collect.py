@@ -207,7 +207,7 @@ def test_cli_smoke_preset_end_to_end(tmp_path):
 
 def test_kill_then_resume_completes_without_redoing(tmp_path):
     out = tmp_path / "k"
-    args = [*TINY, "--lrs", "0.1,0.05,0.03", "--out", str(out)]
+    args = [*TINY, "--lrs", "0.1", "0.05", "0.03", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "smartfrz.collect", *args],
@@ -241,7 +241,7 @@ def test_kill_then_resume_completes_without_redoing(tmp_path):
 
 
 def test_two_workers_give_bitwise_the_same_data(tmp_path):
-    args = [*TINY, "--lrs", "0.1,0.03", "--epochs", "2"]
+    args = [*TINY, "--lrs", "0.1", "0.03", "--epochs", "2"]
     threads = torch.get_num_threads()
     try:  # the 1-worker reference runs in this process, exactly as the CLI's --workers 1 path does
         specs = build_grid(PRESETS["smoke"], tasks=["digits_mlp"], lrs=[0.1, 0.03], epochs=2, max_train=256,

@@ -68,11 +68,19 @@ def test_fit_is_reproducible(fitted, traces, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fit_rejects_min_windows_longer_than_runs(traces, tmp_path):
+def test_fit_rejects_min_windows_longer_than_runs(traces, tmp_path, capsys):
     """Windows longer than a run are masked, but a layer must be judged within the run (24 snapshots)."""
     out = str(tmp_path / "x.pt")
-    with pytest.raises(ValueError, match="at least 30 snapshots"):
-        main(["fit", "--traces", str(traces), "--out", out, "--window", "50", "--min-window", "30", "--no-latency"])
+    args = ["fit", "--traces", str(traces), "--out", out, "--window", "50", "--min-window", "30", "--no-latency"]
+    assert main(args) == 2
+    stderr = capsys.readouterr().err
+    err = stderr.strip().splitlines()[-1]  # after the loading progress bar
+    assert err.startswith("error: no run in") and "at least 30 snapshots" in err and "smaller --min-window" in err
+    assert "Traceback" not in stderr
+    with pytest.raises(
+        ValueError, match="at least 30 snapshots"
+    ):  # --debug: the library's exception, traceback and all
+        main([*args, "--debug"])
 
 
 def test_latency_command(fitted, capsys):

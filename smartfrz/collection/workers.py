@@ -100,8 +100,12 @@ def run_grid(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    debug: bool = False,
 ) -> list[RunOutcome]:
-    """Run every spec not yet finished, in this process (workers=1) or in ``workers`` spawned processes."""
+    """Run every spec not yet finished, in this process (workers=1) or in ``workers`` spawned processes.
+
+    A failed run is reported in one line as it happens (with its traceback when ``debug``).
+    """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
@@ -117,7 +121,7 @@ def run_grid(
         torch.set_num_threads(threads)
         for spec in todo:
             outcomes.append(_run_one(spec, out_dir, progress))
-            _report(bar, outcomes[-1])
+            _report(bar, outcomes[-1], debug)
     elif todo:
         ctx = mp.get_context("spawn")
         counter = ctx.Value("i", 0)
@@ -127,13 +131,14 @@ def run_grid(
             futures = [pool.submit(_run_one, spec, out_dir, progress) for spec in todo]
             for fut in as_completed(futures):
                 outcomes.append(fut.result())
-                _report(bar, outcomes[-1])
+                _report(bar, outcomes[-1], debug)
     bar.close()
     return outcomes
 
 
-def _report(bar: tqdm, outcome: RunOutcome) -> None:
-    """Advance the grid bar; print failures as they happen."""
+def _report(bar: tqdm, outcome: RunOutcome, debug: bool) -> None:
+    """Advance the grid bar; print failures as they happen (the exception's line, or the traceback)."""
     bar.update(1)
     if outcome.state == "failed":
-        tqdm.write(f"run {outcome.run_id} FAILED:\n{outcome.error}")
+        detail = f"\n{outcome.error}" if debug else f" {outcome.error.strip().splitlines()[-1]}"
+        tqdm.write(f"run {outcome.run_id} FAILED:{detail}")

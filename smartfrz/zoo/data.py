@@ -21,7 +21,10 @@ from torch.utils.data import TensorDataset
 from smartfrz.zoo.registry import DataOptions, TaskData
 
 FASHION_MNIST_ENV = "SMARTFRZ_FASHION_MNIST"
-FASHION_MNIST_DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_SYSTEM_ROOT = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+# scripts/setup_env.sh (via scripts/fetch_data.sh) unpacks the same Debian package here in a source checkout.
+FASHION_MNIST_PROJECT_ROOT = Path(__file__).resolve().parents[2] / "data" / "fashion-mnist"
+FASHION_MNIST_FILES = ("train-images", "train-labels", "t10k-images", "t10k-labels")
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 # Grey images replicated to 3 channels for ImageNet models: the mean of ImageNet's per-channel statistics.
 IMAGENET_GREY_MEAN, IMAGENET_GREY_STD = 0.449, 0.226
@@ -50,8 +53,18 @@ def read_idx(path: str | Path) -> torch.Tensor:
 
 
 def fashion_mnist_root(root: str | None) -> Path:
-    """The Fashion-MNIST folder: `root`, else $SMARTFRZ_FASHION_MNIST, else the Debian package's folder."""
-    return Path(root or os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DEFAULT_ROOT)
+    """The Fashion-MNIST folder: `root`, else $SMARTFRZ_FASHION_MNIST, else the system or the project copy.
+
+    The system folder (Debian's package) wins when it exists, then the checkout's `data/fashion-mnist`;
+    when neither exists the system path is returned and reading it raises a message saying what to do.
+    """
+    explicit = root or os.environ.get(FASHION_MNIST_ENV)
+    if explicit:
+        return Path(explicit)
+    for candidate in (FASHION_MNIST_SYSTEM_ROOT, FASHION_MNIST_PROJECT_ROOT):
+        if candidate.is_dir():
+            return candidate
+    return FASHION_MNIST_SYSTEM_ROOT
 
 
 def _find_idx(folder: Path, prefix: str) -> Path:
@@ -60,10 +73,12 @@ def _find_idx(folder: Path, prefix: str) -> Path:
     if len(matches) != 1:
         found = "none" if not matches else ", ".join(p.name for p in matches)
         raise FileNotFoundError(
-            f"Fashion-MNIST: expected one '{prefix}*' IDX file in {folder}, found {found}. Install the data with "
-            f"`apt-get install dataset-fashion-mnist` (files under {FASHION_MNIST_DEFAULT_ROOT}) or point "
-            f"${FASHION_MNIST_ENV} (or DataOptions.root) at a folder holding train-images-idx3-ubyte, "
-            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (optionally .gz)."
+            f"Fashion-MNIST: expected one '{prefix}*' IDX file in {folder}, found {found}. Run "
+            f"scripts/fetch_data.sh (part of scripts/setup_env.sh; it unpacks the Debian package into "
+            f"{FASHION_MNIST_PROJECT_ROOT}), or `apt-get install dataset-fashion-mnist` (files under "
+            f"{FASHION_MNIST_SYSTEM_ROOT}), or point ${FASHION_MNIST_ENV} (or DataOptions.root) at a folder holding "
+            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte "
+            "(optionally .gz; https://github.com/zalandoresearch/fashion-mnist)."
         )
     return matches[0]
 
@@ -71,9 +86,7 @@ def _find_idx(folder: Path, prefix: str) -> Path:
 @functools.lru_cache(maxsize=4)
 def read_fashion_mnist(folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw uint8 images [N, 28, 28] and int64 labels for the train and test files of a folder (cached)."""
-    parts = [
-        read_idx(_find_idx(folder, prefix)) for prefix in ("train-images", "train-labels", "t10k-images", "t10k-labels")
-    ]
+    parts = [read_idx(_find_idx(folder, prefix)) for prefix in FASHION_MNIST_FILES]
     x_train, y_train, x_test, y_test = parts
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
         if x.dim() != 3 or y.dim() != 1 or x.shape[0] != y.shape[0]:
