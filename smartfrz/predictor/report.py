@@ -155,7 +155,7 @@ def write_report(report: dict[str, Any], stem: Path) -> tuple[Path, Path]:
 def probes_markdown(summary: dict[str, Any]) -> str:
     """Freeze-probe results per tau, then per probe."""
     lines = [
-        "| tau | probes | mean loss (pts) | worst loss (pts) | std (pts) | runs with freezing | mean frozen share |",
+        "| rule | probes | mean loss (pts) | worst loss (pts) | std (pts) | runs with freezing | mean frozen share |",
         "|---|---|---|---|---|---|---|",
     ]
     for tau, s in summary["per_tau"].items():
@@ -165,12 +165,12 @@ def probes_markdown(summary: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| run | tau | frozen blocks | reference acc | probe acc | loss (pts) | replay err |",
+        "| run | rule | frozen blocks | reference acc | probe acc | loss (pts) | replay err |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in summary["probes"]:
         lines.append(
-            f"| {r['run_id']} | {r['tau']:g} | {r['frozen_blocks']}/{r['n_blocks'] - 1} | {r['reference_acc']:.4f} | "
+            f"| {r['run_id']} | {r['rule']}:{r['tau']:g} | {r['frozen_blocks']}/{r['n_blocks'] - 1} | {r['reference_acc']:.4f} | "
             f"{r['probe_acc']:.4f} | {r['acc_loss_points']:.2f} | {_fmt(r['replay_max_abs_err'])} |"
         )
     return "\n".join(lines) + "\n"
