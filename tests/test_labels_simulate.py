@@ -151,3 +151,40 @@ def test_simulator_replays_the_prefix_walk_against_a_known_frontier() -> None:
     # the threshold search refuses the early freeze: block 0 scores 0.9 from 2, so only >0.9 avoids it
     thr, summ = choose_threshold_by_savings(data, probs.ravel(), max_early_share=0.0, grid=np.array([0.5, 0.95]))
     assert thr == 0.95 and summ["all"]["early_blocks"] == 0
+
+
+class _ContextSpy:
+    """A contextual predictor that records what the policy passes and says 'converged' once asked."""
+
+    window, k, threshold, min_window = 6, 16, 0.5, 3
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def predict_proba(self, windows: torch.Tensor, context: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        self.calls.append((context, valid))
+        return torch.ones(windows.shape[0])
+
+
+def test_smartfrz_judges_short_windows_with_context_and_the_user_lr() -> None:
+    from smartfrz.runtime import Freezer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    spy = _ContextSpy()
+    freezer = Freezer(model, optimizer, spy, total_steps=40, record_every=2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    for step in range(1, 7):
+        model(torch.randn(5, 4)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+        freezer.step()
+        if step < 6:
+            assert not spy.calls, "judged before min_window snapshots"
+    context, valid = spy.calls[0]  # step 6: the third snapshot, window of 6 with 3 real snapshots
+    assert valid.tolist() == [[False] * 3 + [True] * 3] * 2
+    np.testing.assert_allclose(context[:, 0].numpy(), 6 / 40)
+    np.testing.assert_allclose(context[:, 1].numpy(), 0.25)  # lr 0.025 after 6 StepLR steps, peak 0.1
+    np.testing.assert_allclose(context[:, 2].numpy(), [0.0, 0.5])  # depth of the two freezable layers
+    assert freezer.num_frozen == 2
