@@ -89,17 +89,19 @@ class _Field:
         data = torch.empty((size, *self.row_shape), dtype=self.store_dtype, device=device, pin_memory=pin)
         scales = torch.zeros(size, device=device, pin_memory=pin)
         valid = torch.zeros(size, dtype=torch.bool, device=device, pin_memory=pin)
-        have = self.allocated
+        keep = min(self.allocated, size)  # shrinking (recovery after a failed growth) keeps the first rows
         if self.data is not None and self.scales is not None and self.valid is not None:
-            data[:have].copy_(self.data)
-            scales[:have].copy_(self.scales)
-            valid[:have].copy_(self.valid)
+            data[:keep].copy_(self.data[:keep])
+            scales[:keep].copy_(self.scales[:keep])
+            valid[:keep].copy_(self.valid[:keep])
         self.data, self.scales, self.valid = data, scales, valid
 
     def store(self, x: Tensor, slots: Tensor) -> None:
         """Write rows into ``slots`` (integer tensors as exact float32)."""
         assert self.data is not None and self.scales is not None and self.valid is not None
-        if not x.is_floating_point():
+        if x.dtype == torch.bool:
+            x = x.float()
+        elif not x.is_floating_point():
             if x.numel() and int(x.abs().max()) >= _EXACT_INT:
                 raise ValueError(f"integer activation values beyond {_EXACT_INT} cannot be cached exactly")
             x = x.float()
