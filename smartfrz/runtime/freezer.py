@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim import Optimizer
 
 from smartfrz.blocks import Activation, Block, check_split, discover_blocks, layer_block_index, run_blocks
+from smartfrz.cadence import record_every_for
 from smartfrz.layers import find_layers
 from smartfrz.runtime import distributed
 from smartfrz.runtime.accounting import FlopAccount, batch_size, measure_block_flops
@@ -35,7 +36,6 @@ from smartfrz.runtime.smartfrz_policy import SmartFRZ
 log = logging.getLogger("smartfrz.runtime")
 
 STATE_VERSION = 1
-SNAPSHOTS_PER_RUN = 40  # the trace collector's default cadence: record_every = total_steps // 40
 FLOP_SAMPLES = 8  # samples of the first batch used to measure per-block FLOPs
 
 
@@ -75,7 +75,7 @@ def resolve_policy(
     else:
         predictor = policy
     if record_every is None:
-        record_every = max(1, total_steps // SNAPSHOTS_PER_RUN) if total_steps else 10
+        record_every = record_every_for(total_steps) if total_steps else 10
     stage_every = stage_every if stage_every is not None else record_every
     return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed)
 
@@ -96,7 +96,7 @@ class Freezer:
             None to never freeze.
         blocks: explicit blocks (module names, modules or Blocks, head last); default: discovered.
         record_every, stage_every, window, threshold: SmartFRZ settings when ``policy`` is a
-            predictor (defaults: ``total_steps // 40`` or 10, ``record_every``, the predictor's).
+            predictor (defaults: :func:`smartfrz.cadence.record_every_for` of ``total_steps``, else 10, ``record_every``, the predictor's).
         total_steps: planned optimizer steps, used for the default recording cadence.
         cache: True or a :class:`CacheConfig` to serve the frozen prefix from an activation cache.
         deterministic_inputs: the user's promise that a sample's input to the prefix is the same
