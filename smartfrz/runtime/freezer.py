@@ -96,7 +96,8 @@ class Freezer:
             None to never freeze.
         blocks: explicit blocks (module names, modules or Blocks, head last); default: discovered.
         record_every, stage_every, window, threshold: SmartFRZ settings when ``policy`` is a
-            predictor (defaults: :func:`smartfrz.cadence.record_every_for` of ``total_steps``, else 10, ``record_every``, the predictor's).
+            predictor (defaults: :func:`smartfrz.cadence.record_every_for` of ``total_steps``, else 10;
+            ``record_every``; the predictor's).
         total_steps: planned optimizer steps, used for the default recording cadence.
         cache: True or a :class:`CacheConfig` to serve the frozen prefix from an activation cache.
         deterministic_inputs: the user's promise that a sample's input to the prefix is the same
