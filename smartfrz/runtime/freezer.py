@@ -127,6 +127,7 @@ class Freezer:
     ) -> None:
         self.module = model.module if isinstance(model, DDP) else model
         self._ddp_kwargs = distributed.ddp_kwargs(model) if isinstance(model, DDP) else None
+        self._ddp_hooks = distributed.comm_hooks(model) if isinstance(model, DDP) else []
         self._wrapper: nn.Module = model
         self.optimizer = base_optimizer(optimizer)
         self.cache = self._build_cache(cache, deterministic_inputs)
@@ -305,7 +306,7 @@ class Freezer:
         """Rebuild the DDP wrapper over what still trains (collective: every rank is here at the same step)."""
         assert self._ddp_kwargs is not None
         target = BlockRange(self.blocks, self.num_frozen) if self.cache is not None else self.module
-        self._wrapper = distributed.wrap(target, self._ddp_kwargs)
+        self._wrapper = distributed.wrap(target, self._ddp_kwargs, self._ddp_hooks)
 
     def close(self) -> None:
         """Remove the hooks the policy installed (e.g. AutoFreeze's optimizer hook); frozen blocks stay frozen."""
