@@ -309,13 +309,24 @@ class ActivationCache:
         return parts
 
     def _grow(self, needed: int, compute: torch.device) -> None:
-        """Make room for ``needed`` slots: the whole capacity at once when dataset_size is known, else doubling."""
+        """Make room for ``needed`` slots, never holding more than the budget, even while copying.
+
+        With dataset_size the whole capacity is allocated once. Without it the storage doubles, but
+        the old and the new buffers are held together during the copy, so a growth is capped at what
+        fits beside the old one; the cache then stops at between half and all of the budget.
+        """
         assert self._fields
         have = self._fields[0].allocated
         if needed <= have:
             return
         known = self.config.dataset_size is not None
         size = self.capacity if known else min(self.capacity, max(needed, 2 * have, 64))
+        if have:
+            size = min(size, int(self.config.budget_mb * 2**20) // self.row_bytes - have)
+            if size < needed:
+                self._cap_limit = have
+                log.info("activation cache stops at %d rows: growing further would exceed the budget", have)
+                return
         device = compute if self.config.location == "device" else torch.device("cpu")
         pin = device.type == "cpu" and compute.type == "cuda"
         try:
@@ -374,20 +385,48 @@ class ActivationCache:
 
     @torch.no_grad()
     def advance(self, fn: Callable[[Activation], Activation]) -> None:
-        """Map every cached row through ``fn`` (the newly frozen blocks); rows over the new budget are dropped."""
+        """Map every cached row through ``fn`` (the newly frozen blocks); rows over the new budget are dropped.
+
+        When the new rows have the old layout (same shapes and dtypes, e.g. transformer blocks) they are
+        written in place, so advancing holds no second copy; otherwise new storage is filled beside the old.
+        """
         if not self._fields or self.rows == 0:
             self._reset_storage()
             return
         old_fields, old_keys, is_tuple, compute = self._fields, self._keys, self._is_tuple, self._compute
         assert compute is not None
-        self._reset_storage()
         chunk = self.config.chunk_rows
+        in_place: bool | None = None
         for start in range(0, len(old_keys), chunk):  # slot order: the kept rows are the oldest
             slots = self._to_compute(list(range(start, min(start + chunk, len(old_keys)))), compute)
             parts = tuple(f.gather(slots) for f in old_fields)
+            out = fn(parts if is_tuple else parts[0])
+            if in_place is None:
+                in_place = self._same_layout(out)
+                if not in_place:
+                    self._reset_storage()
+            if in_place:
+                new_parts = _parts(out)
+                self._check_exact([t for t in new_parts if not t.is_floating_point() and t.dtype != torch.bool])
+                for f, t in zip(old_fields, new_parts, strict=True):
+                    f.store(t.detach(), slots)
+                continue
             keys = old_keys[start : start + chunk]
-            if self._store_rows(fn(parts if is_tuple else parts[0]), keys, compute) < len(keys):
+            if self._store_rows(out, keys, compute) < len(keys):
                 break  # the new rows are larger and the budget is full
+
+    def _same_layout(self, act: Activation) -> bool:
+        """Whether ``act``'s rows have exactly the stored layout (so they can overwrite their own slots)."""
+        parts = _parts(act)
+        assert self._fields is not None
+        return (
+            isinstance(act, tuple) == self._is_tuple
+            and len(parts) == len(self._fields)
+            and all(
+                tuple(t.shape[1:]) == f.row_shape and t.dtype == f.out_dtype
+                for t, f in zip(parts, self._fields, strict=False)
+            )
+        )
 
     def stats(self) -> dict[str, float | int]:
         """Rows cached, bytes allocated, capacity and hit rate."""
