@@ -65,3 +65,33 @@ def test_same_layout_advance_holds_no_second_copy(monkeypatch: pytest.MonkeyPatc
     monkeypatch.undo()
     assert held.peak < 512 * ROW_BYTES / 4  # only chunk-sized temporaries, not a second cache
     assert cache.rows == 512 and torch.allclose(cache.gather(torch.arange(512)), x * 2 + 1)
+
+
+def test_pinned_capacity_counts_the_allocators_power_of_two_rounding() -> None:
+    """A host cache serving CUDA is pinned, and pinned buffers are rounded up to powers of two: count that."""
+    budget = 2**20
+    cache = ActivationCache(CacheConfig(dtype="float16", location="host", budget_mb=1), deterministic_inputs=True)
+    cache.store(torch.randn(2, 100), [0, 1])  # fixes the layout: 200 bytes + scale + flag per row
+    naive = budget // cache.row_bytes
+    assert cache.capacity == naive  # CPU activations: pageable memory, no rounding
+    cache._compute = torch.device("cuda")  # as when the activations are on a GPU: the rows are pinned
+    cap = cache.capacity
+    assert cache._held(cap) <= budget < cache._held(cap + 1)
+    assert cache._held(naive) > budget  # the old row count would pin more than the budget
+
+
+@pytest.mark.gpu
+def test_pinned_host_cache_holds_at_most_the_budget() -> None:
+    """Measured by the pinned-memory allocator: filling a host cache past its budget pins at most the budget."""
+    torch.cuda.synchronize()
+    torch._C._host_emptyCache()
+    stats = torch.cuda.host_memory_stats
+    key = next(k for k in ("reserved_bytes.current", "allocated_bytes.current") if k in stats())
+    before = stats()[key]
+    cache = ActivationCache(CacheConfig(dtype="float16", location="host", budget_mb=8), deterministic_inputs=True)
+    x = torch.randn(256, 1000, device="cuda")
+    for start in range(0, 8192, 256):
+        cache.store(x, torch.arange(start, start + 256))
+    torch.cuda.synchronize()
+    torch._C._host_emptyCache()
+    assert stats()[key] - before <= 8 * 2**20 + 2**16  # the budget, plus the small slot-index buffers

@@ -196,10 +196,38 @@ class ActivationCache:
         """Samples that fit in the budget and the dataset (0 before the first store fixes the row layout)."""
         if not self._fields:
             return 0
-        rows = int(self.config.budget_mb * 2**20) // self.row_bytes
+        rows = self._rows_within(self._budget_bytes)
         if self.config.dataset_size is not None:
             rows = min(rows, self.config.dataset_size)
         return rows if self._cap_limit is None else min(rows, self._cap_limit)
+
+    @property
+    def _budget_bytes(self) -> int:
+        return int(self.config.budget_mb * 2**20)
+
+    @property
+    def _pinned(self) -> bool:
+        """Rows live in pinned host memory (a host cache serving CUDA activations)."""
+        return self.config.location == "host" and self._compute is not None and self._compute.type == "cuda"
+
+    def _held(self, rows: int) -> int:
+        """Bytes the allocator really holds for ``rows`` rows of every field.
+
+        The pinned-memory allocator rounds each buffer up to a power of two, so that is what is counted.
+        """
+        assert self._fields is not None
+        sizes = [n * rows for f in self._fields for n in (math.prod(f.row_shape) * f.store_dtype.itemsize, 4, 1)]
+        if self._pinned:
+            sizes = [1 << (n - 1).bit_length() if n > 0 else 0 for n in sizes]
+        return sum(sizes)
+
+    def _rows_within(self, nbytes: int) -> int:
+        """The most rows whose storage is held within ``nbytes`` (held bytes grow with the rows)."""
+        lo, hi = 0, max(0, nbytes) // max(1, self.row_bytes - 5 * len(self._fields or ())) + 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if self._held(mid) <= nbytes else (lo, mid - 1)
+        return lo
 
     @property
     def nbytes(self) -> int:
@@ -322,7 +350,7 @@ class ActivationCache:
         known = self.config.dataset_size is not None
         size = self.capacity if known else min(self.capacity, max(needed, 2 * have, 64))
         if have:
-            size = min(size, int(self.config.budget_mb * 2**20) // self.row_bytes - have)
+            size = min(size, self._rows_within(self._budget_bytes - self._held(have)))
             if size < needed:
                 self._cap_limit = have
                 log.info("activation cache stops at %d rows: growing further would exceed the budget", have)
@@ -332,6 +360,8 @@ class ActivationCache:
         try:
             for f in self._fields:
                 f.resize(size, device, pin)
+            if pin:
+                torch._C._host_emptyCache()  # unpin the old buffers instead of keeping them cached
         except (torch.OutOfMemoryError, RuntimeError) as err:  # pinned allocations fail as RuntimeError
             log.warning("activation cache stops growing at %d rows: %s", have, str(err).splitlines()[0])
             for f in self._fields:
