@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from smartfrz.cadence import record_every_for
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,7 +50,7 @@ def test_runtime_example_runs_as_written(monkeypatch: pytest.MonkeyPatch, tmp_pa
     freezer = namespace["freezer"]
     summary = freezer.summary()  # type: ignore[attr-defined]
     assert summary["steps"] == 10 * 15 and "blocks_frozen" in out.getvalue()
-    assert summary["policy"]["name"] == "smartfrz" and summary["policy"]["record_every"] == 3
+    assert summary["policy"]["name"] == "smartfrz" and summary["policy"]["record_every"] == record_every_for(150)
     recorder = freezer.policy.recorder  # type: ignore[attr-defined]
     assert recorder.count >= recorder.window  # a full window precedes any freeze; recording stops when all froze
-    assert recorder.count == 150 // 3 or summary["blocks_frozen"] == summary["blocks_total"] - 1
+    assert recorder.count == 150 // record_every_for(150) or summary["blocks_frozen"] == summary["blocks_total"] - 1

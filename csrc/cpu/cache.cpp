@@ -57,16 +57,29 @@ void check_finite_rows(const src_t* x, int64_t count) {
   }
 }
 
+// Per-row symmetric int8 (see reference.quantize_rows for the rule): amax over the finite values,
+// inv = 127/amax unless that overflows (amax below ~3.7e-37, e.g. subnormal rows), which stores the row
+// as zeros with scale 0; NaN stores 0 and +-inf saturates to +-127 (reachable only with check=false).
 template <typename src_t>
 void quantize_row(const src_t* src, int8_t* dst, float* scale, int64_t row) {
   float amax = 0.0f;
-  for (int64_t j = 0; j < row; ++j) amax = std::max(amax, std::abs(static_cast<float>(src[j])));
-  const float inv = amax > 0.0f ? kInt8Max / amax : 0.0f;
   for (int64_t j = 0; j < row; ++j) {
-    const float q = std::nearbyint(static_cast<float>(src[j]) * inv);
-    dst[j] = static_cast<int8_t>(std::min(kInt8Max, std::max(-kInt8Max, q)));
+    const float v = std::abs(static_cast<float>(src[j]));
+    if (std::isfinite(v)) amax = std::max(amax, v);
   }
-  *scale = amax / kInt8Max;
+  float inv = amax > 0.0f ? kInt8Max / amax : 0.0f;
+  if (std::isinf(inv)) inv = 0.0f;
+  for (int64_t j = 0; j < row; ++j) {
+    const float v = static_cast<float>(src[j]);
+    float q = 0.0f;
+    if (std::isinf(v)) {
+      q = v > 0.0f ? kInt8Max : -kInt8Max;
+    } else if (!std::isnan(v)) {
+      q = std::min(kInt8Max, std::max(-kInt8Max, std::nearbyint(v * inv)));
+    }
+    dst[j] = static_cast<int8_t>(q);
+  }
+  *scale = inv > 0.0f ? amax / kInt8Max : 0.0f;
 }
 
 // int8 caches: per-row symmetric quantisation straight from the batch (one pass per row).

@@ -9,6 +9,7 @@
 // store and read as zeros by a gather.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/core/CachingHostAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -164,7 +165,10 @@ __global__ void __launch_bounds__(kThreads)
       if (i * V >= d) break;
       const auto in = load_vec<src_t, V>(src, i);
 #pragma unroll
-      for (int e = 0; e < V; ++e) m = fmaxf(m, fabsf(static_cast<float>(in.v[e])));
+      for (int e = 0; e < V; ++e) {
+        const float v = fabsf(static_cast<float>(in.v[e]));
+        if (isfinite(v)) m = fmaxf(m, v);  // amax over the finite values
+      }
     }
     s_max[threadIdx.x] = m;
     __syncthreads();
@@ -177,7 +181,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// q = clamp(rint(x * inv), -127, 127) with inv = 127 / amax (IEEE division), scale = amax / 127:
+// q = clamp(rint(x * inv), -127, 127) with inv = 127 / amax (IEEE division, 0 when it overflows),
+// scale = amax / 127 (0 with inv), NaN -> 0, +-inf -> +-127:
 // the fp32 operations of reference.quantize_rows and the CPU kernel, each rounded explicitly so
 // that the result is bit-identical.
 template <typename src_t, int V>
@@ -192,9 +197,10 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t r = idx[b];
     if (r < 0 || r >= n) continue;
     const float amax = __uint_as_float(amax_bits[b]);
-    const float inv = amax > 0.0f ? __fdiv_rn(kInt8Max, amax) : 0.0f;
+    float inv = amax > 0.0f ? __fdiv_rn(kInt8Max, amax) : 0.0f;
+    if (isinf(inv)) inv = 0.0f;  // amax below ~3.7e-37: the row stores as zeros with scale 0
     if (tile == 0 && threadIdx.x == 0) {
-      scales[r] = __fdiv_rn(amax, kInt8Max);
+      scales[r] = inv > 0.0f ? __fdiv_rn(amax, kInt8Max) : 0.0f;
       valid[r] = true;
     }
     const src_t* src = x + b * d;
@@ -207,12 +213,35 @@ __global__ void __launch_bounds__(kThreads)
       cuda::Vec<int8_t, V> out;
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const float q = rintf(__fmul_rn(static_cast<float>(in.v[e]), inv));
-        out.v[e] = static_cast<int8_t>(fminf(kInt8Max, fmaxf(-kInt8Max, q)));
+        const float v = static_cast<float>(in.v[e]);
+        float q = 0.0f;  // NaN stores 0 (check=false only)
+        if (isinf(v)) {
+          q = v > 0.0f ? kInt8Max : -kInt8Max;
+        } else if (!isnan(v)) {
+          q = fminf(kInt8Max, fmaxf(-kInt8Max, rintf(__fmul_rn(v, inv))));
+        }
+        out.v[e] = static_cast<int8_t>(q);
       }
       store_vec<int8_t, V>(dst, i, out);
     }
   }
+}
+
+// A pinned host buffer used by kernels on `stream`: tell the pinned-memory allocator, so that a block
+// freed by Python is not handed out again before the stream has finished with it. Memory that the
+// allocator does not own (cudaHostRegister) is left alone: its owner keeps it alive.
+void record_host_use(const at::Tensor& t, const c10::cuda::CUDAStream& stream) {
+  if (t.is_cuda() || t.storage().data() == nullptr) return;
+  const c10::DataPtr& data = t.storage().data_ptr();
+  (void)at::getHostAllocator(at::kCUDA)->record_event(data.get(), data.get_context(), stream.unwrap());
+}
+
+void record_host_buffers(const at::Tensor& cache, const at::Tensor& scales, const at::Tensor& valid) {
+  if (cache.is_cuda()) return;
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
+  record_host_use(cache, stream);
+  record_host_use(scales, stream);
+  record_host_use(valid, stream);
 }
 
 struct RowJob {
@@ -307,6 +336,7 @@ void cache_store_cuda(at::Tensor& cache, at::Tensor& scales, at::Tensor& valid, 
       }
     });
   });
+  record_host_buffers(cache, scales, valid);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,6 +431,7 @@ at::Tensor cache_gather_cuda(const at::Tensor& cache, const at::Tensor& scales, 
       launch_gather<scalar_t, dst_t, false>(static_cast<const scalar_t*>(cache_ptr), scales_ptr, dst, job);
     });
   });
+  record_host_buffers(cache, scales, valid);
   return out;
 }
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 import smartfrz
 from smartfrz import ops
 from smartfrz.blocks import Block, discover_blocks, layer_block_index, model_logits
+from smartfrz.cadence import record_every_for
 from smartfrz.collection.cka import GramStore, LayerGramCapture, cka_matrix
 from smartfrz.layers import draw_sample_indices, find_layers
 from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK
@@ -205,7 +206,7 @@ def trace_run(
         raise ValueError("the training loader yields no batches")
     total_steps = epochs * steps_per_epoch
     if record_every is None:
-        record_every = max(1, round(total_steps / max(1, snapshots)))
+        record_every = record_every_for(total_steps, snapshots)
     if record_every < 1:
         raise ValueError(f"record_every must be >= 1, got {record_every}")
     if min_acc is None and num_classes:

@@ -30,8 +30,8 @@ def cache_store_fake(
     idx: torch.Tensor,
     check: bool = True,
 ) -> None:
-    """A pure mutation: nothing to allocate."""
-    reference.check_store_inputs(cache, scales, valid, x, idx)
+    """A pure mutation: nothing to allocate (fake tensors never report pinned memory: not asked)."""
+    reference.check_store_inputs(cache, scales, valid, x, idx, pinned=True)
 
 
 def cache_gather_fake(
@@ -43,7 +43,7 @@ def cache_gather_fake(
     check: bool = True,
 ) -> torch.Tensor:
     """Output [B, *row_shape] of ``dtype`` on idx's device."""
-    reference.check_gather_inputs(cache, scales, valid, idx, dtype)
+    reference.check_gather_inputs(cache, scales, valid, idx, dtype, pinned=True)
     return idx.new_empty((idx.shape[0], *cache.shape[1:]), dtype=dtype)
 
 

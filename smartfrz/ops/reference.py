@@ -105,12 +105,18 @@ def _check_idx(op: str, idx: torch.Tensor) -> None:
     _require(idx.dim() == 1, ValueError, f"{op}: idx must be 1-D, got shape {tuple(idx.shape)}")
 
 
-def _check_devices(op: str, cache: torch.Tensor, other: torch.Tensor) -> None:
-    """The cache lives with the data, or in host memory read by a CUDA kernel (then it must be pinned)."""
+def _check_devices(op: str, cache: torch.Tensor, other: torch.Tensor, pinned: bool | None = None) -> None:
+    """The cache lives with the data, or in host memory read by a CUDA kernel (then it must be pinned).
+
+    ``pinned`` None asks the tensor; fake kernels pass True, since fake tensors never report pinned
+    memory (the real kernel checks it when it runs).
+    """
     if cache.device == other.device:
         return
     _require(
-        cache.device.type == "cpu" and other.device.type == "cuda" and cache.is_pinned(),
+        cache.device.type == "cpu"
+        and other.device.type == "cuda"
+        and (cache.is_pinned() if pinned is None else pinned),
         ValueError,
         f"{op}: cache on {cache.device} cannot serve tensors on {other.device} "
         "(a host cache used from CUDA must be in pinned memory)",
@@ -118,7 +124,12 @@ def _check_devices(op: str, cache: torch.Tensor, other: torch.Tensor) -> None:
 
 
 def check_store_inputs(
-    cache: torch.Tensor, scales: torch.Tensor, valid: torch.Tensor, x: torch.Tensor, idx: torch.Tensor
+    cache: torch.Tensor,
+    scales: torch.Tensor,
+    valid: torch.Tensor,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    pinned: bool | None = None,
 ) -> None:
     """Validate the shapes, dtypes and devices of ``cache_store`` (values are checked separately)."""
     op = "smartfrz.cache_store"
@@ -132,18 +143,23 @@ def check_store_inputs(
         f"{op}: x must hold {idx.shape[0]} rows of {row} elements, got shape {tuple(x.shape)}",
     )
     _require(x.device == idx.device, ValueError, f"{op}: x is on {x.device}, idx on {idx.device}")
-    _check_devices(op, cache, x)
+    _check_devices(op, cache, x, pinned)
 
 
 def check_gather_inputs(
-    cache: torch.Tensor, scales: torch.Tensor, valid: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype
+    cache: torch.Tensor,
+    scales: torch.Tensor,
+    valid: torch.Tensor,
+    idx: torch.Tensor,
+    dtype: torch.dtype,
+    pinned: bool | None = None,
 ) -> None:
     """Validate the shapes, dtypes and devices of ``cache_gather``."""
     op = "smartfrz.cache_gather"
     _check_cache_buffers(op, cache, scales, valid)
     _check_idx(op, idx)
     _require(dtype in _FLOAT_DTYPES, TypeError, f"{op}: output dtype {dtype} is not a float dtype")
-    _check_devices(op, cache, idx)
+    _check_devices(op, cache, idx, pinned)
 
 
 def row_numel(cache: torch.Tensor) -> int:
@@ -159,12 +175,22 @@ def _check_range(op: str, idx: torch.Tensor, n: int) -> None:
 
 
 def quantize_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8 quantisation: q = rint(x * 127/amax), scale = amax/127 (fp32 math)."""
-    amax = rows.abs().amax(dim=1)
+    """Symmetric per-row int8 quantisation: q = rint(x * 127/amax), scale = amax/127 (fp32 math).
+
+    Edge rows, identical in every kernel: amax is taken over the finite values; when 127/amax
+    overflows (amax below ~3.7e-37, e.g. a subnormal row) the row stores as zeros with scale 0;
+    NaN stores 0 and +-inf saturates to +-127 (non-finite values reach here only with check=False).
+    """
+    finite = torch.isfinite(rows)
+    amax = rows.abs().masked_fill(~finite, 0.0).amax(dim=1)
+    zero = torch.zeros_like(amax)
     # Tensor / tensor (IEEE division), not `scalar / amax`, which PyTorch computes as reciprocal * scalar.
-    inv = torch.where(amax > 0, torch.full_like(amax, INT8_MAX) / amax, torch.zeros_like(amax))
-    q = torch.round(rows * inv[:, None]).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
-    return q, amax / torch.full_like(amax, INT8_MAX)  # IEEE division on every device
+    inv = torch.where(amax > 0, torch.full_like(amax, INT8_MAX) / amax, zero)
+    inv = torch.where(torch.isinf(inv), zero, inv)
+    q = torch.round(rows.masked_fill(~finite, 0.0) * inv[:, None]).clamp_(-INT8_MAX, INT8_MAX)
+    q = torch.where(torch.isinf(rows), torch.sign(rows) * INT8_MAX, q)
+    scale = torch.where(inv > 0, amax / torch.full_like(amax, INT8_MAX), zero)  # IEEE division on every device
+    return q.to(torch.int8), scale
 
 
 def cache_store(

@@ -136,7 +136,12 @@ def resolve_predictor_path(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def load_predictor(name_or_path: str | os.PathLike[str] = "default") -> FreezePredictor:
-    """Load a shipped predictor by name ("default") or a checkpoint by path; PredictorLoadError if bad."""
+    """Load a shipped predictor by name ("default") or a checkpoint by path; PredictorLoadError if bad.
+
+    Building the network runs its random initialisation before the saved weights replace it; that
+    draw happens on a forked CPU generator, so loading never changes the caller's random stream.
+    """
     path = resolve_predictor_path(name_or_path)
-    net, payload = load_checkpoint(path)
+    with torch.random.fork_rng(devices=[]):
+        net, payload = load_checkpoint(path)
     return FreezePredictor(net, payload["threshold"], LabelRule(**payload["label_rule"]), payload.get("meta", {}))

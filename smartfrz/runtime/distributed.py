@@ -9,6 +9,7 @@ graph walk on every step.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -40,20 +41,39 @@ def broadcast_decision(num_frozen: int, scores: dict[int, float], num_blocks: in
     return int(values[0]), {b: v for b, v in enumerate(values[1:]) if v == v}
 
 
+# Constructor settings DDP keeps as attributes of the same name (those a torch version lacks are skipped).
+_KEPT = (
+    "device_ids",
+    "output_device",
+    "dim",
+    "process_group",
+    "find_unused_parameters",
+    "gradient_as_bucket_view",
+    "static_graph",
+    "mixed_precision",
+    "forward_sync_buffers",
+    "skip_all_reduce_unused_params",
+    "batched_grad_copy",
+)
+
+
 def ddp_kwargs(model: DDP) -> dict[str, Any]:
-    """The constructor settings of an existing DDP wrapper that matter when rebuilding it."""
-    kwargs: dict[str, Any] = {
-        "device_ids": model.device_ids,
-        "output_device": model.output_device,
-        "dim": model.dim,
-        "process_group": model.process_group,
-        "find_unused_parameters": model.find_unused_parameters,
-        "gradient_as_bucket_view": model.gradient_as_bucket_view,
-        "bucket_cap_mb": model.bucket_bytes_cap / 2**20,
-    }
+    """The constructor settings of an existing DDP wrapper, so a rebuilt one behaves the same."""
+    kwargs = {name: getattr(model, name) for name in _KEPT if hasattr(model, name)}
+    kwargs["bucket_cap_mb"] = model.bucket_bytes_cap / 2**20
+    if "forward_sync_buffers" not in kwargs and hasattr(model, "broadcast_buffers"):  # older torch
+        kwargs["broadcast_buffers"] = model.broadcast_buffers
     return kwargs
 
 
-def wrap(module: nn.Module, kwargs: dict[str, Any]) -> DDP:
-    """A fresh DDP wrapper over ``module`` (collective: call on every rank at the same point)."""
-    return DDP(module, **kwargs)
+def comm_hooks(model: DDP) -> list[tuple[Callable[..., Any], object]]:
+    """The communication hooks registered on a DDP wrapper (fp16 compression, PowerSGD, ...), with their states."""
+    return list(getattr(model, "_comm_hooks", []))
+
+
+def wrap(module: nn.Module, kwargs: dict[str, Any], hooks: Sequence[tuple[Callable[..., Any], object]] = ()) -> DDP:
+    """A fresh DDP wrapper over ``module`` with the same settings and hooks (collective: every rank, same point)."""
+    ddp = DDP(module, **kwargs)
+    for hook, state in hooks:
+        ddp.register_comm_hook(state, hook)
+    return ddp

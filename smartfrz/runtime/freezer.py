@@ -21,11 +21,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim import Optimizer
 
 from smartfrz.blocks import Activation, Block, check_split, discover_blocks, layer_block_index, run_blocks
+from smartfrz.cadence import record_every_for
 from smartfrz.layers import find_layers
 from smartfrz.runtime import distributed
 from smartfrz.runtime.accounting import FlopAccount, batch_size, measure_block_flops
 from smartfrz.runtime.cache import ActivationCache, CacheConfig
 from smartfrz.runtime.events import EventLog, FreezeEvent
+from smartfrz.runtime.indices import host_indices
 from smartfrz.runtime.mechanism import base_optimizer, freeze_module
 from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
 from smartfrz.runtime.protocols import PredictorProtocol
@@ -34,7 +36,6 @@ from smartfrz.runtime.smartfrz_policy import SmartFRZ
 log = logging.getLogger("smartfrz.runtime")
 
 STATE_VERSION = 1
-SNAPSHOTS_PER_RUN = 40  # the trace collector's default cadence: record_every = total_steps // 40
 FLOP_SAMPLES = 8  # samples of the first batch used to measure per-block FLOPs
 
 
@@ -74,7 +75,7 @@ def resolve_policy(
     else:
         predictor = policy
     if record_every is None:
-        record_every = max(1, total_steps // SNAPSHOTS_PER_RUN) if total_steps else 10
+        record_every = record_every_for(total_steps) if total_steps else 10
     stage_every = stage_every if stage_every is not None else record_every
     return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed, total_steps)
 
@@ -82,40 +83,6 @@ def resolve_policy(
 def _head(x: Any, n: int) -> Any:
     """The first ``n`` samples of a batch (a tensor or a tuple of tensors)."""
     return tuple(t[:n] for t in x) if isinstance(x, tuple) else x[:n]
-
-
-def _select(act: Activation, mask: Tensor) -> Activation:
-    """Rows of an activation (tensor or tuple of tensors) where ``mask`` is True."""
-    return tuple(t[mask] for t in act) if isinstance(act, tuple) else act[mask]
-
-
-def _merge(hit: Tensor, served: Activation, computed: Activation) -> Activation:
-    """Interleave cached rows (``hit``) and freshly computed rows back into batch order."""
-
-    def one(a: Tensor, b: Tensor) -> Tensor:
-        """Merge one tensor of the activation."""
-        out = torch.empty((hit.numel(), *a.shape[1:]), dtype=b.dtype, device=b.device)
-        out[hit] = a.to(b.dtype)
-        out[~hit] = b
-        return out
-
-    if isinstance(served, tuple):
-        assert isinstance(computed, tuple)
-        return tuple(one(a, b) for a, b in zip(served, computed, strict=True))
-    assert isinstance(computed, Tensor)
-    return one(served, computed)
-
-
-def _first_tensor(x: Any) -> Tensor | None:
-    """The first tensor in a batch (nested tuples/lists), for its device."""
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, tuple | list):
-        for item in x:
-            t = _first_tensor(item)
-            if t is not None:
-                return t
-    return None
 
 
 class Freezer:
@@ -129,7 +96,8 @@ class Freezer:
             None to never freeze.
         blocks: explicit blocks (module names, modules or Blocks, head last); default: discovered.
         record_every, stage_every, window, threshold: SmartFRZ settings when ``policy`` is a
-            predictor (defaults: ``total_steps // 40`` or 10, ``record_every``, the predictor's).
+            predictor (defaults: :func:`smartfrz.cadence.record_every_for` of ``total_steps``, else 10;
+            ``record_every``; the predictor's).
         total_steps: planned optimizer steps, used for the default recording cadence.
         cache: True or a :class:`CacheConfig` to serve the frozen prefix from an activation cache.
         deterministic_inputs: the user's promise that a sample's input to the prefix is the same
@@ -159,6 +127,7 @@ class Freezer:
     ) -> None:
         self.module = model.module if isinstance(model, DDP) else model
         self._ddp_kwargs = distributed.ddp_kwargs(model) if isinstance(model, DDP) else None
+        self._ddp_hooks = distributed.comm_hooks(model) if isinstance(model, DDP) else []
         self._wrapper: nn.Module = model
         self.optimizer = base_optimizer(optimizer)
         self.cache = self._build_cache(cache, deterministic_inputs)
@@ -216,73 +185,54 @@ class Freezer:
         return [b.name for b in self.blocks[: self.num_frozen]]
 
     # ---------------------------------------------------------------- forward
-    def __call__(self, x: Any, idx: Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, x: Any, idx: Tensor | Sequence[int] | None = None, *args: Any, **kwargs: Any) -> Any:
         """Same as :meth:`forward`."""
         return self.forward(x, idx, *args, **kwargs)
 
-    def forward(self, x: Any, idx: Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, x: Any, idx: Tensor | Sequence[int] | None = None, *args: Any, **kwargs: Any) -> Any:
         """The model's forward on batch ``x``; with the cache, ``idx`` (dataset indices) lets the prefix be skipped.
 
-        Without a cache this is ``model(x, *args, **kwargs)``. With a cache it runs the blocks (so it
-        returns the head's output, e.g. the logits of a Hugging Face classifier). In eval mode
-        (``model.eval()``) the cache is neither read nor filled, so evaluation data never mixes with
-        the training indices.
+        Without a cache this is ``model(x, *args, **kwargs)``: ``idx`` is never passed to the model,
+        and a second argument that is not a batch of dataset indices is refused rather than dropped.
+        With a cache it runs the blocks (so it returns the head's output, e.g. the logits of a
+        Hugging Face classifier). In eval mode (``model.eval()``) the cache is neither read nor
+        filled, so evaluation data never mixes with the training indices.
         """
+        n = batch_size(x)
+        training = self.module.training
+        keys = None
+        if idx is not None:
+            size = self.cache.config.dataset_size if self.cache is not None and training else None
+            keys = host_indices(idx, n, size)
         if self._measure_flops and not self.flops.measured:
             self._measure(x)
-        if not self.module.training:  # evaluation: never touch the cache or the training accounts
+        if not training:  # evaluation: never touch the cache or the training accounts
             return run_blocks(self.blocks, x) if self.cache is not None else self._wrapper(x, *args, **kwargs)
-        self._pending_batch += batch_size(x)
+        self._pending_batch += n
         if self.cache is None:
             return self._wrapper(x, *args, **kwargs)
         if args or kwargs:
             raise TypeError("with the activation cache the forward takes the batch and its indices only")
-        if idx is None and not self._warned_no_idx:
+        self._check_split_once(x)
+        if keys is None and not self._warned_no_idx:
             log.warning("Freezer.forward got no dataset indices: the frozen prefix is recomputed, not cached")
             self._warned_no_idx = True
-        return self._forward_cached(x, idx)
+        return self._forward_cached(x, keys)
 
-    def _forward_cached(self, x: Any, idx: Tensor | None = None) -> Any:
+    def _forward_cached(self, x: Any, keys: list[int] | None = None) -> Any:
         """Serve the frozen prefix from the cache (computing and storing misses), then run the rest."""
         f = self.num_frozen
         if f == 0:
             return self._suffix()(x)
-        self._check_split_once(x)
-        if idx is None:
-            with torch.no_grad():
-                h = run_blocks(self.blocks, x, 0, f)
-            return self._suffix()(h)
         assert self.cache is not None
-        ref = _first_tensor(x)
-        idx = idx.to(ref.device if ref is not None else idx.device, torch.int64)
-        hit = self.cache.lookup(idx)
-        n_hit = int(hit.sum())
-        self._pending_hits += n_hit
         with torch.no_grad():
-            if n_hit == idx.numel():
-                h = self.cache.gather(idx)
-            elif n_hit == 0:
-                h = self._store_and_serve(run_blocks(self.blocks, x, 0, f), idx)
+            if keys is None:
+                h = run_blocks(self.blocks, x, 0, f)
             else:
-                miss = ~hit
-                computed = self._store_and_serve(run_blocks(self.blocks, _select(x, miss), 0, f), idx[miss])
-                h = _merge(hit, self.cache.gather(idx[hit]), computed)
+                hits = self.cache.hits
+                h = self.cache.fetch(x, keys, lambda xs: run_blocks(self.blocks, xs, 0, f))
+                self._pending_hits += self.cache.hits - hits
         return self._suffix()(h)
-
-    def _store_and_serve(self, computed: Activation, idx: Tensor) -> Activation:
-        """Store fresh rows and use what the cache now holds for them (at its precision).
-
-        So a sample's activation is the same whether it was a hit or a miss.
-        """
-        assert self.cache is not None
-        self.cache.store(computed, idx)
-        stored = self.cache.contains(idx)
-        n = int(stored.sum())
-        if n == 0:
-            return computed
-        if n == idx.numel():
-            return self.cache.gather(idx)
-        return _merge(stored, self.cache.gather(idx[stored]), _select(computed, ~stored))
 
     def _suffix(self) -> nn.Module:
         """The module that runs the trainable blocks (a DDP wrapper over them under DDP)."""
@@ -356,7 +306,7 @@ class Freezer:
         """Rebuild the DDP wrapper over what still trains (collective: every rank is here at the same step)."""
         assert self._ddp_kwargs is not None
         target = BlockRange(self.blocks, self.num_frozen) if self.cache is not None else self.module
-        self._wrapper = distributed.wrap(target, self._ddp_kwargs)
+        self._wrapper = distributed.wrap(target, self._ddp_kwargs, self._ddp_hooks)
 
     def close(self) -> None:
         """Remove the hooks the policy installed (e.g. AutoFreeze's optimizer hook); frozen blocks stay frozen."""
