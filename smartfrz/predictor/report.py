@@ -171,6 +171,7 @@ def probes_markdown(summary: dict[str, Any]) -> str:
     for r in summary["probes"]:
         lines.append(
             f"| {r['run_id']} | {r['rule']}:{r['tau']:g} | {r['frozen_blocks']}/{r['n_blocks'] - 1} "
-            f"| {r['reference_acc']:.4f} | {r['probe_acc']:.4f} | {r['acc_loss_points']:.2f} | {_fmt(r['replay_max_abs_err'])} |"
+            f"| {r['reference_acc']:.4f} | {r['probe_acc']:.4f} | {r['acc_loss_points']:.2f} "
+            f"| {_fmt(r['replay_max_abs_err'])} |"
         )
     return "\n".join(lines) + "\n"
