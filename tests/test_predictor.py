@@ -20,9 +20,8 @@ from smartfrz.predictor import (
 )
 from smartfrz.predictor.checkpoint import save_checkpoint
 from smartfrz.predictor.features import baseline_features
-from smartfrz.predictor.labels import first_converged
+from smartfrz.predictor.labels import block_freeze_snapshots, first_converged
 from smartfrz.predictor.metrics import binary_metrics, choose_threshold
-from smartfrz.predictor.probes import block_freeze_snapshots
 from smartfrz.predictor.split import grouped_split, holdout_family_split
 
 CFG = ModelConfig(window=12, k=48, embed_dim=16, hidden=16, heads=4)

@@ -107,3 +107,16 @@ def first_converged(labels: np.ndarray) -> np.ndarray:
         if hits.size:
             first[layer] = hits[0]
     return first
+
+
+def block_freeze_snapshots(labels: np.ndarray, layer_block: np.ndarray, n_blocks: int) -> np.ndarray:
+    """Snapshot index at which each non-head block freezes (T = never); non-decreasing (a prefix)."""
+    if np.any(layer_block < 0):
+        raise ValueError("the trace has no block index for some layers (block = -1); probes need blocks")
+    first = first_converged(labels)
+    n_t = labels.shape[0]
+    out = np.full(n_blocks - 1, n_t, dtype=np.int64)
+    for b in range(n_blocks - 1):
+        members = first[layer_block == b]
+        out[b] = members.max() if members.size else 0
+    return np.maximum.accumulate(out)

@@ -24,7 +24,7 @@ from smartfrz.blocks import discover_blocks, model_logits
 from smartfrz.collection.grid import RunSpec, build_run
 from smartfrz.collection.tracer import evaluate, to_device
 from smartfrz.layers import find_layers
-from smartfrz.predictor.labels import LabelRule, first_converged, label_run
+from smartfrz.predictor.labels import LabelRule, block_freeze_snapshots, label_run
 from smartfrz.runtime.mechanism import freeze_module
 from smartfrz.traces import RunData, TraceSet
 from smartfrz.zoo.schedules import make_scheduler
@@ -47,19 +47,6 @@ class ProbeResult:
     acc_loss_points: float  # (reference - probe) * 100; positive = freezing lost accuracy
     replay_max_abs_err: float | None  # stored fp16 samples vs replayed weights at the first freeze
     wall_time_s: float
-
-
-def block_freeze_snapshots(labels: np.ndarray, layer_block: np.ndarray, n_blocks: int) -> np.ndarray:
-    """Snapshot index at which each non-head block freezes (T = never); non-decreasing (a prefix)."""
-    if np.any(layer_block < 0):
-        raise ValueError("the trace has no block index for some layers (block = -1); probes need blocks")
-    first = first_converged(labels)
-    n_t = labels.shape[0]
-    out = np.full(n_blocks - 1, n_t, dtype=np.int64)
-    for b in range(n_blocks - 1):
-        members = first[layer_block == b]
-        out[b] = members.max() if members.size else 0
-    return np.maximum.accumulate(out)
 
 
 def _spec(run: RunData) -> RunSpec:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from smartfrz.predictor.dataset import RunLayout, WindowSet
-from smartfrz.predictor.probes import block_freeze_snapshots
+from smartfrz.predictor.labels import block_freeze_snapshots
 
 
 @dataclass
