@@ -123,3 +123,42 @@ def test_hf_callback_resumes_with_the_same_decisions(tmp_path: Path, tiny_bert) 
     pointed = callback(resume_from=tmp_path / "a" / "checkpoint-3")
     _hf_train(tmp_path / "b", tiny_bert(), pointed, resume=str(tmp_path / "a" / "checkpoint-3"))
     assert [(e.step, e.block) for e in pointed.freezer.events.events] == [d[:2] for d in decisions]  # type: ignore[union-attr]
+
+
+def test_lightning_checkpoint_restores_the_freezer(tmp_path: Path) -> None:
+    """A Lightning checkpoint carries the freezer; fit(ckpt_path=...) resumes with the uninterrupted decisions."""
+    pl = pytest.importorskip("lightning.pytorch", reason="Lightning not installed (pip install lightning)")
+    from smartfrz.runtime.lightning_callback import SmartFRZCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = mlp()
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    x, y = data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+
+    def fit(steps: int, ckpt: Path | None = None) -> tuple[SmartFRZCallback, object]:
+        callback = SmartFRZCallback(_always_converged(), module_attr="net", record_every=1, stage_every=1)
+        trainer = pl.Trainer(
+            max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path, callbacks=[callback],
+        )  # fmt: skip
+        trainer.fit(Module(), loader, ckpt_path=ckpt)
+        return callback, trainer
+
+    full, _ = fit(8)
+    decisions = [(e.step, e.block) for e in full.freezer.events.events]  # type: ignore[union-attr]
+    assert decisions == [(4, 0), (4, 1), (4, 2)]
+    _, first = fit(3)
+    first.save_checkpoint(tmp_path / "step3.ckpt")  # type: ignore[attr-defined]
+    resumed, _ = fit(8, tmp_path / "step3.ckpt")
+    assert resumed.freezer is not None and resumed.freezer.step_count == 8
+    assert [(e.step, e.block) for e in resumed.freezer.events.events] == decisions
