@@ -12,8 +12,12 @@ encoder-layer block builds the 4-D attention mask from it exactly as the model d
 
 Supported automatically: `nn.Sequential` (each child a block), torchvision-style ResNets (stem, each
 residual block, head), torchvision-style `features`/`classifier` CNNs such as MobileNetV2 (each
-`features[i]`, head), and Hugging Face BERT-style sequence classifiers (embeddings, each encoder layer,
-pooler + classifier). A user model joins in two ways:
+`features[i]`, head), and the Hugging Face classifiers users usually fine-tune: BERT-style (BERT, MiniLM),
+RoBERTa-style (RoBERTa, XLM-R), DistilBERT (embeddings, each encoder layer, head), ViT (patch embeddings,
+each encoder layer, final norm + classifier) and GPT-2 (token and position embeddings, each decoder
+layer, final norm + score on the last non-padding token). GPT-2 blocks pass `(hidden, mask, last)`
+with `last` the index of the pooled token; ViT blocks pass the hidden states alone. A user model joins
+in two ways:
 
 * the protocol: define `smartfrz_blocks(self) -> list[Block]` on the model, returning blocks whose
   modules chain as described above (the last one is the head);
@@ -150,6 +154,136 @@ class BertHeadBlock(nn.Module):
         return self.classifier(self.dropout(self.pooler(act[0])))
 
 
+class RobertaHeadBlock(nn.Module):
+    """A classifier over the whole sequence (RoBERTa's: dense + tanh + out_proj on the first token) as the head."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, act: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Classify from the hidden states."""
+        return self.classifier(act[0])
+
+
+class DistilBertHeadBlock(nn.Module):
+    """DistilBERT's head: first token, pre_classifier, ReLU, dropout, classifier."""
+
+    def __init__(self, pre_classifier: nn.Module, dropout: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.pre_classifier = pre_classifier
+        self.dropout = dropout
+        self.classifier = classifier
+
+    def forward(self, act: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Pool the first token, then classify."""
+        return self.classifier(self.dropout(torch.relu(self.pre_classifier(act[0][:, 0]))))
+
+
+class ViTEmbeddingsBlock(nn.Module):
+    """ViT patch embeddings (with the class token and positions) as a block: pixels -> hidden states."""
+
+    def __init__(self, embeddings: nn.Module) -> None:
+        super().__init__()
+        self.embeddings = embeddings
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Embed the pixels at the weights' dtype, as ViTModel does."""
+        return self.embeddings(pixels.to(self.embeddings.patch_embeddings.projection.weight.dtype))
+
+
+class ViTLayerBlock(nn.Module):
+    """One ViT encoder layer as a block: hidden states -> hidden states (no padding, full attention)."""
+
+    def __init__(self, layer: nn.Module, config: object) -> None:
+        super().__init__()
+        self.layer = layer
+        self.config = config
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Build the (empty) attention mask the way the model does, then run the layer."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=None)
+        out = self.layer(hidden, mask)
+        return out[0] if isinstance(out, tuple) else out
+
+
+class ViTHeadBlock(nn.Module):
+    """ViT's final layer norm and the classifier on the class token as the head."""
+
+    def __init__(self, layernorm: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.layernorm = layernorm
+        self.classifier = classifier
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Normalise, then classify the class token."""
+        return self.classifier(self.layernorm(hidden)[:, 0, :])
+
+
+class GPT2EmbeddingsBlock(nn.Module):
+    """GPT-2 token + position embeddings as a block: ids (or `(ids, mask)`) -> `(hidden, mask, last)`.
+
+    `last` (`[B, 1]`, so it caches like any per-sample row) is the index of the token the classifier
+    reads: the rightmost one that is not `pad_id` (the last one without a pad id), exactly as
+    GPT2ForSequenceClassification chooses it.
+    """
+
+    def __init__(self, wte: nn.Module, wpe: nn.Module, drop: nn.Module, pad_id: int | None) -> None:
+        super().__init__()
+        self.wte, self.wpe, self.drop = wte, wpe, drop
+        self.pad_id = pad_id
+
+    def forward(self, x: Activation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embed tokens and positions; the mask is the given one or all ones (as the model's default)."""
+        ids, mask = x if isinstance(x, tuple) else (x, torch.ones_like(x))
+        positions = torch.arange(ids.shape[1], device=ids.device)[None]
+        hidden = self.drop(self.wte(ids) + self.wpe(positions))
+        if self.pad_id is None:
+            last = torch.full((ids.shape[0], 1), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
+        else:
+            steps = torch.arange(ids.shape[1], device=ids.device)
+            last = (steps * (ids != self.pad_id).long()).argmax(-1, keepdim=True)
+        return hidden, mask, last
+
+
+class GPT2LayerBlock(nn.Module):
+    """One GPT-2 decoder layer as a block: `(hidden, mask, last)` -> `(hidden, mask, last)` under the causal mask."""
+
+    def __init__(self, layer: nn.Module, config: object) -> None:
+        super().__init__()
+        self.layer = layer
+        self.config = config
+
+    def forward(self, act: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Build the causal mask the way the model does, then run the layer."""
+        from transformers.masking_utils import create_causal_mask
+
+        hidden, mask, last = act
+        positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        causal = create_causal_mask(
+            config=self.config, inputs_embeds=hidden, attention_mask=mask != 0, cache=None, position_ids=positions
+        )
+        out = self.layer(hidden, None, causal, position_ids=positions)
+        return (out[0] if isinstance(out, tuple) else out), mask, last
+
+
+class GPT2HeadBlock(nn.Module):
+    """GPT-2's final layer norm and the score layer on the pooled (last non-padding) token as the head."""
+
+    def __init__(self, ln_f: nn.Module, score: nn.Module) -> None:
+        super().__init__()
+        self.ln_f = ln_f
+        self.score = score
+
+    def forward(self, act: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Normalise, score every token, keep the pooled one."""
+        hidden, _, last = act
+        logits = self.score(self.ln_f(hidden))
+        return logits[torch.arange(logits.shape[0], device=logits.device), last[:, 0].long()]
+
+
 def _is_bert_classifier(model: nn.Module) -> bool:
     """True for a Hugging Face BERT-style classifier: base with embeddings, encoder.layer, pooler; Linear head."""
     base = getattr(model, "base_model", None)
@@ -180,6 +314,101 @@ def bert_blocks(model: nn.Module, pad_id: int | None = None, prefix: str = "") -
     for i, layer in enumerate(base.encoder.layer):
         blocks.append(Block(f"{prefix}{base_name}.encoder.layer.{i}", BertLayerBlock(layer, model.config)))
     blocks.append(Block("head", BertHeadBlock(base.pooler, model.dropout, model.classifier)))
+    return blocks
+
+
+def _is_module(owner: object, *path: str) -> bool:
+    """True when ``owner.a.b...`` (along ``path``) exists and is an nn.Module."""
+    for name in path:
+        owner = getattr(owner, name, None)
+    return isinstance(owner, nn.Module)
+
+
+def _hf_base(model: nn.Module) -> tuple[nn.Module, object, str] | None:
+    """The base model, config and block-name prefix of a Hugging Face encoder classifier (None otherwise)."""
+    base, config = getattr(model, "base_model", None), getattr(model, "config", None)
+    if base is None or base is model or config is None or getattr(config, "is_decoder", False):
+        return None
+    return base, config, model.base_model_prefix
+
+
+def _roberta_blocks(model: nn.Module) -> list[Block] | None:
+    """RoBERTa-style classifier (RoBERTa, XLM-R, CamemBERT): no pooler, a dense + out_proj head on the sequence."""
+    found = _hf_base(model)
+    if found is None:
+        return None
+    base, config, name = found
+    classifier = getattr(model, "classifier", None)
+    if not (
+        _is_module(base, "embeddings")
+        and isinstance(getattr(getattr(base, "encoder", None), "layer", None), nn.ModuleList)
+        and getattr(base, "pooler", None) is None
+        and _is_module(classifier, "dense")
+        and _is_module(classifier, "out_proj")
+    ):
+        return None
+    layers = [BertLayerBlock(layer, config) for layer in base.encoder.layer]
+    first = BertEmbeddingsBlock(base.embeddings, None)
+    return _chain(name, first, "encoder.layer", layers, RobertaHeadBlock(classifier))
+
+
+def _distilbert_blocks(model: nn.Module) -> list[Block] | None:
+    """DistilBERT classifier: embeddings, each `transformer.layer`, pre_classifier + classifier head."""
+    found = _hf_base(model)
+    if found is None:
+        return None
+    base, config, name = found
+    if not (
+        _is_module(base, "embeddings")
+        and isinstance(getattr(getattr(base, "transformer", None), "layer", None), nn.ModuleList)
+        and all(_is_module(model, n) for n in ("pre_classifier", "dropout", "classifier"))
+    ):
+        return None
+    layers = [BertLayerBlock(layer, config) for layer in base.transformer.layer]
+    head = DistilBertHeadBlock(model.pre_classifier, model.dropout, model.classifier)
+    return _chain(name, BertEmbeddingsBlock(base.embeddings, None), "transformer.layer", layers, head)
+
+
+def _vit_blocks(model: nn.Module) -> list[Block] | None:
+    """ViT image classifier: patch embeddings, each encoder layer, final norm + classifier on the class token."""
+    found = _hf_base(model)
+    if found is None:
+        return None
+    base, config, name = found
+    if not (
+        _is_module(base, "embeddings", "patch_embeddings")
+        and _is_module(base, "layernorm")
+        and _is_module(model, "classifier")
+        and getattr(base, "pooler", None) is None
+    ):
+        return None
+    where = "layers" if isinstance(getattr(base, "layers", None), nn.ModuleList) else "encoder.layer"
+    layers = [ViTLayerBlock(layer, config) for layer in base.get_submodule(where)]
+    head = ViTHeadBlock(base.layernorm, model.classifier)
+    return _chain(name, ViTEmbeddingsBlock(base.embeddings), where, layers, head)
+
+
+def _gpt2_blocks(model: nn.Module) -> list[Block] | None:
+    """GPT-2 sequence classifier: embeddings, each decoder layer `h.i`, final norm + score on the pooled token."""
+    base, config = getattr(model, "base_model", None), getattr(model, "config", None)
+    if base is None or base is model or config is None:
+        return None
+    if not (
+        all(_is_module(base, n) for n in ("wte", "wpe", "drop", "ln_f"))
+        and isinstance(getattr(base, "h", None), nn.ModuleList)
+        and isinstance(getattr(model, "score", None), nn.Linear)
+    ):
+        return None
+    first = GPT2EmbeddingsBlock(base.wte, base.wpe, base.drop, getattr(config, "pad_token_id", None))
+    layers = [GPT2LayerBlock(layer, config) for layer in base.h]
+    return _chain(model.base_model_prefix, first, "h", layers, GPT2HeadBlock(base.ln_f, model.score))
+
+
+def _chain(base: str, first: nn.Module, where: str, layers: list[nn.Module], head: nn.Module) -> list[Block]:
+    """Embeddings block, one block per layer (named as in the model), then the head."""
+    blocks = [Block(f"{base}.embeddings", first)]
+    blocks += [Block(f"{base}.{where}.{i}", layer) for i, layer in enumerate(layers)]
+    blocks.append(Block("head", head))
     return blocks
 
 
@@ -256,7 +485,14 @@ def _auto_blocks(model: nn.Module) -> list[Block]:
         return [Block(name, child) for name, child in model.named_children()]
     if _is_bert_classifier(model):
         return bert_blocks(model)
-    for finder in (_resnet_blocks, _features_classifier_blocks):
+    for finder in (
+        _roberta_blocks,
+        _distilbert_blocks,
+        _vit_blocks,
+        _gpt2_blocks,
+        _resnet_blocks,
+        _features_classifier_blocks,
+    ):
         blocks = finder(model)
         if blocks is not None:
             return blocks

@@ -67,7 +67,7 @@ def test_freeze_drops_grads_and_state_keeps_the_rest(caplog: pytest.LogCaptureFi
     assert float(opt.state[model[3].weight]["step"]) == 6
     # events: logged, listed, written
     assert [(e.step, e.block, e.score) for e in freezer.events.events] == [(3, 0, 0.9), (3, 1, 0.9)]
-    assert "froze block 1 (1)" in caplog.text
+    assert "froze block 2/4 '1' at step 3, score 0.9" in caplog.text
     assert ("scalar", "smartfrz/frozen_blocks", 2, 3) in writer.calls
 
 

@@ -49,7 +49,7 @@ def test_runtime_example_runs_as_written(monkeypatch: pytest.MonkeyPatch, tmp_pa
         exec(compile(code, "docs/runtime.md", "exec"), namespace)
     freezer = namespace["freezer"]
     summary = freezer.summary()  # type: ignore[attr-defined]
-    assert summary["steps"] == 10 * 15 and "blocks_frozen" in out.getvalue()
+    assert summary["steps"] == 10 * 15 and str(summary) in out.getvalue()
     assert summary["policy"]["name"] == "smartfrz" and summary["policy"]["record_every"] == record_every_for(150)
     recorder = freezer.policy.recorder  # type: ignore[attr-defined]
     assert recorder.count >= recorder.window  # a full window precedes any freeze; recording stops when all froze

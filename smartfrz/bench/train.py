@@ -158,6 +158,7 @@ def train_run(
         cache=cfg.cache,
         deterministic_inputs=cfg.cache is not None,
         seed=seed,
+        verbose=False,  # many runs under progress bars: the events are in the results instead
     )
     order = torch.Generator().manual_seed(seed)
     probe = take(x_train, torch.arange(min(cfg.probe_size, n))) if cfg.oracle_snapshots else None

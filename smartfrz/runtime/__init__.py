@@ -5,12 +5,14 @@ and :mod:`smartfrz.runtime.hf_callback`, which import those libraries only when 
 """
 
 from smartfrz.runtime.cache import ActivationCache, CacheConfig
+from smartfrz.runtime.data import IndexedDataset, with_index
 from smartfrz.runtime.events import FreezeEvent
 from smartfrz.runtime.freezer import Freezer
 from smartfrz.runtime.policies import AutoFreeze, FreezeOut, NoFreeze, Policy, PolicyContext
 from smartfrz.runtime.protocols import IncrementalPredictorProtocol, PredictorProtocol
 from smartfrz.runtime.recorder import WeightRecorder
 from smartfrz.runtime.smartfrz_policy import SmartFRZ
+from smartfrz.runtime.summary import FreezerSummary
 
 __all__ = [
     "ActivationCache",
@@ -19,11 +21,14 @@ __all__ = [
     "FreezeEvent",
     "FreezeOut",
     "Freezer",
+    "FreezerSummary",
     "IncrementalPredictorProtocol",
+    "IndexedDataset",
     "NoFreeze",
     "Policy",
     "PolicyContext",
     "PredictorProtocol",
     "SmartFRZ",
     "WeightRecorder",
+    "with_index",
 ]

@@ -26,12 +26,13 @@ from smartfrz.layers import find_layers
 from smartfrz.runtime import distributed
 from smartfrz.runtime.accounting import FlopAccount, batch_size, measure_block_flops
 from smartfrz.runtime.cache import ActivationCache, CacheConfig
-from smartfrz.runtime.events import EventLog, FreezeEvent
+from smartfrz.runtime.events import Echo, EventLog, FreezeEvent
 from smartfrz.runtime.indices import host_indices
 from smartfrz.runtime.mechanism import base_optimizer, freeze_module
 from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
 from smartfrz.runtime.protocols import PredictorProtocol
 from smartfrz.runtime.smartfrz_policy import SmartFRZ
+from smartfrz.runtime.summary import FreezerSummary
 
 log = logging.getLogger("smartfrz.runtime")
 
@@ -85,6 +86,14 @@ def _head(x: Any, n: int) -> Any:
     return tuple(t[:n] for t in x) if isinstance(x, tuple) else x[:n]
 
 
+def _echo(verbose: bool | Echo) -> Echo | None:
+    """Where freeze lines go: ``print`` on rank 0 (True), nowhere (False), or the given callable (rank 0)."""
+    if verbose is False:
+        return None
+    sink: Echo = print if verbose is True else verbose
+    return lambda line: sink(line) if distributed.is_rank0() else None
+
+
 class Freezer:
     """Freezes a growing prefix of blocks during training and serves it from an activation cache.
 
@@ -105,6 +114,8 @@ class Freezer:
         seed: seed of the weight sample positions.
         writer: optional TensorBoard ``SummaryWriter`` for freeze events.
         measure_flops: measure per-block FLOPs on the first batch for the savings summary.
+        verbose: print one line per freeze (rank 0 only); False silences it, a callable receives
+            the lines instead (the callbacks pass their trainer's logger).
     """
 
     def __init__(
@@ -124,6 +135,7 @@ class Freezer:
         seed: int = 0,
         writer: Any = None,
         measure_flops: bool = True,
+        verbose: bool | Echo = True,
     ) -> None:
         self.module = model.module if isinstance(model, DDP) else model
         self._ddp_kwargs = distributed.ddp_kwargs(model) if isinstance(model, DDP) else None
@@ -148,7 +160,11 @@ class Freezer:
                 optimizer=self.optimizer,
             )
         )
-        self.events = EventLog(writer)
+        self.total_steps = total_steps if total_steps is not None else getattr(self.policy, "total_steps", None)
+        threshold_of = getattr(self.policy, "threshold", None) if isinstance(self.policy, SmartFRZ) else None
+        self.events = EventLog(writer, _echo(verbose), len(self.blocks), self.total_steps, threshold_of)
+        self.last_scores: dict[int, float] = {}  # the policy's latest per-block scores (see summary())
+        self.last_scores_step: int | None = None
         self.flops = FlopAccount()
         self._measure_flops = measure_flops
         self.num_frozen = 0
@@ -283,6 +299,7 @@ class Freezer:
             if distributed.is_distributed():
                 target, scores = distributed.broadcast_decision(target, scores, len(self.blocks))
             target = min(max(target, f), len(self.blocks) - 1)
+            self.last_scores, self.last_scores_step = scores, step
             if target > f:
                 self._freeze_to(target, step, scores)
         self.overhead_s += time.perf_counter() - start
@@ -313,19 +330,29 @@ class Freezer:
         self.policy.detach()
 
     # ---------------------------------------------------------------- reporting and checkpoints
-    def summary(self) -> dict[str, Any]:
-        """Blocks frozen, freeze events, FLOPs saved, cache statistics and the freezer's own time."""
-        return {
-            "policy": self.policy.describe(),
-            "steps": self.step_count,
-            "blocks_total": len(self.blocks),
-            "blocks_frozen": self.num_frozen,
-            "frozen_blocks": self.frozen_blocks,
-            "events": self.events.state_dict(),
-            **self.flops.summary(),
-            "cache": None if self.cache is None else self.cache.stats(),
-            "overhead_s": self.overhead_s,
-        }
+    def summary(self) -> FreezerSummary:
+        """Blocks frozen and when, FLOPs saved, cache statistics, overhead and the latest block scores.
+
+        Prints as a short table; ``dict(...)`` / ``.to_dict()`` give the machine form.
+        """
+        names = [b.name for b in self.blocks]
+        recorder = getattr(self.policy, "recorder", None)
+        filling = recorder is not None and not recorder.full and self.num_frozen < len(self.blocks) - 1
+        return FreezerSummary(
+            policy=self.policy.describe(),
+            steps=self.step_count,
+            total_steps=self.total_steps,
+            block_names=names,
+            blocks_frozen=self.num_frozen,
+            events=self.events.state_dict(),
+            flops=self.flops.summary(),
+            cache=None if self.cache is None else self.cache.stats(),
+            overhead_s=self.overhead_s,
+            scores={names[b]: v for b, v in self.last_scores.items() if b >= self.num_frozen},
+            scores_step=self.last_scores_step if self.last_scores else None,
+            threshold=self.events.threshold,
+            window=(recorder.count, recorder.window) if filling else None,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: frozen prefix, policy state (recorder windows), cache settings, events."""
