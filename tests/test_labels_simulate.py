@@ -188,3 +188,13 @@ def test_smartfrz_judges_short_windows_with_context_and_the_user_lr() -> None:
     np.testing.assert_allclose(context[:, 1].numpy(), 0.25)  # lr 0.025 after 6 StepLR steps, peak 0.1
     np.testing.assert_allclose(context[:, 2].numpy(), [0.0, 0.5])  # depth of the two freezable layers
     assert freezer.num_frozen == 2
+
+
+def test_a_run_read_twice_is_refused(tmp_path) -> None:
+    from smartfrz.predictor.dataset import load_windows
+    from smartfrz.traces import write_synthetic_traces
+
+    a = write_synthetic_traces(tmp_path / "a.h5", n_runs=2, n_snapshots=10, k=16)
+    b = write_synthetic_traces(tmp_path / "b.h5", n_runs=1, n_snapshots=10, k=16)  # same first run id as a.h5
+    with pytest.raises(ValueError, match="more than one"):
+        load_windows([a, b], 4, LabelRule(), lambda x: x[..., :4], 16)

@@ -101,6 +101,10 @@ def load_windows(
     sources = [traces] if isinstance(traces, (str, os.PathLike)) else list(traces)
     sets = [open_traces(s) for s in sources]
     infos = [(ts, info) for ts in sets for info in ts.list_runs(include_flagged=include_flagged)]
+    ids = [info.run_id for _, info in infos]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"run id(s) {repeated[:5]} appear in more than one of {sources}; a run must be read once")
     if not infos:
         raise ValueError(f"no usable (unflagged) runs in {sources}")
     series: list[Tensor] = []
