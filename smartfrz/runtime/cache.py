@@ -100,7 +100,7 @@ class _Field:
         """Write rows into ``slots`` (integer tensors as exact float32)."""
         assert self.data is not None and self.scales is not None and self.valid is not None
         if not x.is_floating_point():
-            if x.numel() and int(x.abs().max()) >= _EXACT_INT:
+            if x.dtype != torch.bool and x.numel() and int(x.abs().max()) >= _EXACT_INT:  # abs() rejects bool
                 raise ValueError(f"integer activation values beyond {_EXACT_INT} cannot be cached exactly")
             x = x.float()
         ops.cache_store(self.data, self.scales, self.valid, x, slots)
