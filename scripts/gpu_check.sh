@@ -40,7 +40,7 @@ build_s=$(($(date +%s) - start))
 grep -iE "warning" "$LOGS/build.log" | grep -v "UserWarning\|SetuptoolsDeprecationWarning" | head -20
 "$PY" -c "import smartfrz.ops as o; print(o.backends())" | tee "$LOGS/backends.txt"
 
-export SMARTFRZ_REQUIRE_NATIVE=1 SMARTFRZ_REQUIRE_CUDA_KERNELS=1
+export SMARTFRZ_ALLOW_REFERENCE=0  # the op tests fail where an op is served by the reference
 summary() { tail -1 "$1" | sed 's/=//g; s/^ *//; s/ *$//'; }
 echo "== GPU tests (log: $LOGS/gpu_tests.log)"
 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ 2>&1 | tee "$LOGS/gpu_tests.log"

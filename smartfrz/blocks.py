@@ -90,7 +90,10 @@ def check_split(
     model.eval()
     try:
         with torch.no_grad():
-            expected = model_logits(model(example))
+            if isinstance(example, tuple) and blocks and isinstance(blocks[0].module, BertEmbeddingsBlock):
+                expected = model_logits(model(input_ids=example[0], attention_mask=example[1]))  # (ids, mask)
+            else:
+                expected = model_logits(model(example))
             got = run_blocks(blocks, example)
     finally:
         for module, mode in modes.items():

@@ -59,9 +59,8 @@ def test_cmake_library_passes_the_op_tests(cmake_library):
     with_cuda = "SMARTFRZ_CUDA:BOOL=ON" in cache
     env = {
         "SMARTFRZ_LIBRARY": str(cmake_library),
-        "SMARTFRZ_REQUIRE_NATIVE": "1",
         # a CPU-only CMake build serves CUDA through the reference ops; a CUDA one must serve it natively
-        "SMARTFRZ_REQUIRE_CUDA_KERNELS": "1" if with_cuda else "0",
+        "SMARTFRZ_ALLOW_REFERENCE": "0" if with_cuda else "cuda",
     }
     backends = json.loads(_run(PROBE, **env).stdout)
     assert all(devices["cpu"].startswith("native: cmake") for devices in backends.values())

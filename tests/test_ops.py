@@ -39,14 +39,12 @@ def _assert_record_matches(weights, idx, prev):
     assert torch.equal(stats[:, 2], ref_stats[:, 2])  # non-finite counts: exact
 
 
-def test_native_backend_loaded_when_required():
-    """CI sets SMARTFRZ_REQUIRE_NATIVE=1 so that these tests compare native kernels, not the reference."""
-    if os.environ.get("SMARTFRZ_REQUIRE_NATIVE") != "1":
-        pytest.skip("SMARTFRZ_REQUIRE_NATIVE is not set")
+def test_native_backend_loaded():
+    """Else every test here compares the reference with itself: fail unless the reference was asked for."""
+    if os.environ.get("SMARTFRZ_NATIVE") == "0" or os.environ.get("SMARTFRZ_ALLOW_REFERENCE") == "1":
+        pytest.skip("reference ops requested (SMARTFRZ_NATIVE=0 or SMARTFRZ_ALLOW_REFERENCE=1)")
     for op, devices in ops.backends().items():
-        assert devices["cpu"].startswith("native"), (op, devices)
-        if os.environ.get("SMARTFRZ_REQUIRE_CUDA_KERNELS") == "1":
-            assert devices["cuda"].startswith("native"), (op, devices)
+        assert devices["cpu"].startswith("native"), (op, devices, "SMARTFRZ_ALLOW_REFERENCE=1 tests the reference")
 
 
 def test_schemas_match_native_definitions():
@@ -237,11 +235,12 @@ def test_cache_errors(case, impl):
     kind, args, exc, match = _cache_errors()[case]
     module = ops if impl == "native" else reference
     fn = module.cache_store if kind == "store" else module.cache_gather
-    before = args[0].clone()
+    before = [a.clone() for a in args[:3]]
     with pytest.raises(exc, match=match):
         fn(*args)
-    if args[0].shape == before.shape:
-        assert torch.equal(args[0], before)  # a rejected call writes nothing
+    for now, then in zip(args[:3], before, strict=True):  # cache data, scales and valid
+        if now.shape == then.shape and now.dtype == then.dtype:
+            assert torch.equal(now, then)  # a rejected call writes nothing
 
 
 def test_opcheck_record_weights():

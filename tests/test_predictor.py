@@ -79,7 +79,9 @@ def test_scale_invariance_per_layer_factors():
     pow2 = torch.tensor([2.0**-4, 0.5, 4.0, 2.0**12] * 4)[:, None, None]
     np.testing.assert_allclose(p.predict_proba(w * pow2).numpy(), ref.numpy(), atol=1e-6)  # fp16 rounding commutes
     factors = torch.tensor([1e-3, 0.37, 3.0, 1e3] * 4)[:, None, None]
-    np.testing.assert_allclose(p.predict_proba(w * factors).numpy(), ref.numpy(), atol=0.02)  # up to fp16 rounding
+    rounding = (p.predict_proba(w * factors) - ref).abs().max()  # fp16 rounding is all that differs
+    moved = (p.predict_proba(_windows(seed=1)) - ref).abs().max()  # other trajectories: a real change
+    assert rounding < ref.std() / 2 and rounding < moved / 5, (rounding, ref.std(), moved)
     torch.manual_seed(0)
     exact = FreezePredictor(
         AttentionPredictorNet(dataclasses.replace(CFG, sample_dtype="float32")), 0.5, LabelRule(), {}

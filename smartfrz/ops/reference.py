@@ -209,7 +209,7 @@ def cache_store(
     op = "smartfrz.cache_store"
     check_store_inputs(cache, scales, valid, x, idx)
     n = cache.shape[0]
-    rows = x.detach().reshape(x.shape[0], -1).to(cache.device)
+    rows = x.detach().reshape(x.shape[0], math.prod(cache.shape[1:])).to(cache.device)  # -1 fails for 0 rows
     idx = idx.to(cache.device)
     if check:
         _check_range(op, idx, n)

@@ -86,7 +86,9 @@ class SmartFRZCallback(pl.Callback):
         if self._pending is not None:
             self.freezer.load_state_dict(self._pending)
             self._pending = None
-        self._seen_step = trainer.global_step
+        # A checkpoint's global_step may be restored only after fit start: count from the freezer's step then,
+        # or the first batch of a resumed run (mid-accumulation) would step the freezer once too often.
+        self._seen_step = max(trainer.global_step, self.freezer.step_count)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
