@@ -16,6 +16,7 @@ from smartfrz.predictor.fit import FitConfig, run_fit
 from smartfrz.predictor.inference import FreezePredictor, load_predictor
 from smartfrz.predictor.labels import LABEL_RULES, LabelRule
 from smartfrz.predictor.latency import measure_latency
+from smartfrz.predictor.model import ModelConfig
 from smartfrz.predictor.probes import run_probes, summarise_probes
 from smartfrz.predictor.report import code_version, probes_markdown, report_markdown, utc_now, write_report
 from smartfrz.predictor.train import TrainConfig
@@ -31,10 +32,12 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tau", type=float, default=0.999, help="CKA-vs-final threshold of the label rule (probe-calibrated)"
     )
-    p.add_argument("--window", type=int, default=30, help="snapshots per window W")
-    p.add_argument("--embed-dim", type=int, default=32, help="dimension D of the fixed snapshot embedding")
-    p.add_argument("--hidden", type=int, default=16, help="token width of the attention model")
-    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--window", type=int, default=ModelConfig.window, help="snapshots per window W")
+    p.add_argument(
+        "--embed-dim", type=int, default=ModelConfig.embed_dim, help="dimension D of the fixed snapshot embedding"
+    )
+    p.add_argument("--hidden", type=int, default=ModelConfig.hidden, help="token width of the attention model")
+    p.add_argument("--heads", type=int, default=ModelConfig.heads, help="attention heads")
     p.add_argument("--min-precision", type=float, default=0.95, help="threshold picked for this precision on val")
     p.add_argument("--val-frac", type=float, default=0.2, help="fraction of groups per family for validation")
     p.add_argument("--test-frac", type=float, default=0.2, help="fraction of groups per family for test")
@@ -58,10 +61,7 @@ def _fit(args: argparse.Namespace) -> int:
     cfg = FitConfig(
         traces=list(args.traces),
         label_rule=LabelRule(args.label_rule, args.tau),
-        window=args.window,
-        embed_dim=args.embed_dim,
-        hidden=args.hidden,
-        heads=args.heads,
+        model=ModelConfig(window=args.window, embed_dim=args.embed_dim, hidden=args.hidden, heads=args.heads),
         min_precision=args.min_precision,
         val_frac=args.val_frac,
         test_frac=args.test_frac,

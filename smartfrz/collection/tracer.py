@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-import smartfrz
 from smartfrz import ops
+from smartfrz._version import code_version
 from smartfrz.blocks import Block, discover_blocks, layer_block_index, model_logits
 from smartfrz.collection.cka import GramStore, LayerGramCapture, cka_against_final
 from smartfrz.layers import draw_sample_indices, find_layers
@@ -48,23 +46,6 @@ class TraceResult:
     steps: int
     wall_time_s: float
     record: RunRecord
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """``<package version>[+g<git short hash>]`` of the code that produced a trace."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(smartfrz.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{smartfrz.__version__}+g{sha}" if sha else smartfrz.__version__
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -142,12 +123,6 @@ class _Recorder:
         return row[:, STAT_NAMES.index("nonfinite")]
 
 
-def _check_stat_names() -> None:
-    """The trace's stat columns are the ops' columns plus the gradient norm; fail loudly if ops changed."""
-    if (*ops.STAT_NAMES, "grad_l2_norm") != STAT_NAMES:
-        raise RuntimeError(f"smartfrz.ops.STAT_NAMES {ops.STAT_NAMES} no longer matches the trace schema {STAT_NAMES}")
-
-
 def trace_run(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -188,7 +163,6 @@ def trace_run(
     Written atomically to ``out_path`` when given. Data-loader items are ``(x, y)``; the model is called
     as ``model(x)`` and may return logits, a tuple, or an object with ``.logits``.
     """
-    _check_stat_names()
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     device = torch.device(device)

@@ -3,6 +3,8 @@
 `csrc/smartfrz.cpp` defines the same strings; a test checks that the two agree.
 """
 
+from smartfrz.traces.schema import WEIGHT_STAT_NAMES
+
 NAMESPACE = "smartfrz"
 
 SCHEMAS: dict[str, str] = {
@@ -17,8 +19,8 @@ SCHEMAS: dict[str, str] = {
     ),
 }
 
-#: Columns of the per-layer statistics returned by ``record_weights``.
-STAT_NAMES: tuple[str, ...] = ("l2_norm", "delta_l2_norm", "nonfinite", "max_abs")
+#: Columns of the per-layer statistics returned by ``record_weights`` (owned by the trace schema).
+STAT_NAMES = WEIGHT_STAT_NAMES
 
 #: Float dtypes a weight, an activation row or a gather output may have.
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")

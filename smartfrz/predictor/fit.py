@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import h5py
@@ -27,10 +27,7 @@ class FitConfig:
 
     traces: list[str]
     label_rule: LabelRule = field(default_factory=LabelRule)
-    window: int = 30
-    embed_dim: int = 32
-    hidden: int = 16
-    heads: int = 4
+    model: ModelConfig = field(default_factory=ModelConfig)  # k, sample_dtype and projection_seed set at fit time
     min_precision: float = 0.95
     val_frac: float = 0.2
     test_frac: float = 0.2
@@ -41,15 +38,7 @@ class FitConfig:
 
     def model_config(self, k: int, sample_dtype: str) -> ModelConfig:
         """The network config for samples of size ``k`` stored as ``sample_dtype``."""
-        return ModelConfig(
-            window=self.window,
-            k=k,
-            embed_dim=self.embed_dim,
-            hidden=self.hidden,
-            heads=self.heads,
-            projection_seed=self.train.seed,
-            sample_dtype=sample_dtype,
-        )
+        return replace(self.model, k=k, projection_seed=self.train.seed, sample_dtype=sample_dtype)
 
 
 @dataclass
@@ -115,7 +104,7 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
     """Fit on the grouped split (the shipped model) and, if asked, leave each family out in turn."""
     model_cfg = cfg.model_config(*_trace_samples(cfg.traces))
     net = AttentionPredictorNet(model_cfg)
-    data = load_windows(cfg.traces, cfg.window, cfg.label_rule, net.embed, model_cfg.k, group_by=cfg.group_by)
+    data = load_windows(cfg.traces, model_cfg.window, cfg.label_rule, net.embed, model_cfg.k, group_by=cfg.group_by)
     split = grouped_split(data.group, data.family, cfg.val_frac, cfg.test_frac, cfg.train.seed)
     main = evaluate(data, split, cfg, model_cfg)
     families = sorted(set(data.family.tolist()))
