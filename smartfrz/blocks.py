@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from smartfrz.layers import find_layers
+from smartfrz.utils.modes import eval_mode
 
 Activation = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -82,15 +83,9 @@ def check_split(
     The runtime calls this once before serving cached activations, so a split that does not compose to
     the model's forward fails loudly instead of training on wrong activations.
     """
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            expected = model_logits(model(example))
-            got = run_blocks(blocks, example)
-    finally:
-        for module, mode in modes.items():
-            module.train(mode)
+    with eval_mode(model), torch.no_grad():
+        expected = model_logits(model(example))
+        got = run_blocks(blocks, example)
     if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
         raise ValueError(f"the blocks produce {shape}, the model {tuple(expected.shape)}; {_HOW_TO}")

@@ -20,9 +20,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
 from smartfrz.blocks import Block, model_logits, run_blocks
-from smartfrz.collection.cka import centred_unit_gram
-from smartfrz.collection.grid import seed_everything
 from smartfrz.runtime import CacheConfig, Freezer, Policy
+from smartfrz.utils.batches import take
+from smartfrz.utils.gram import centred_unit_gram
+from smartfrz.utils.modes import eval_mode
+from smartfrz.utils.seed import seed_everything
 from smartfrz.zoo import Task, make_optimizer
 
 EVAL_BATCH = 512
@@ -64,40 +66,27 @@ def materialise(ds: Dataset) -> tuple[Any, Tensor]:
     return x, y
 
 
-def take(x: Any, idx: Tensor) -> Any:
-    """Rows ``idx`` of a tensor or tuple of tensors."""
-    return tuple(t[idx] for t in x) if isinstance(x, tuple) else x[idx]
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, x: Any, y: Tensor) -> float:
     """Top-1 accuracy in eval mode (restores the previous mode; frozen blocks stay in eval mode anyway)."""
-    was = model.training
-    model.eval()
     correct = 0
-    try:
+    with eval_mode(model):
         for start in range(0, len(y), EVAL_BATCH):
             sl = torch.arange(start, min(start + EVAL_BATCH, len(y)))
             correct += int((model_logits(model(take(x, sl))).argmax(-1) == y[sl]).sum())
-    finally:
-        model.train(was)
     return correct / len(y)
 
 
 @torch.no_grad()
 def block_grams(model: nn.Module, blocks: list[Block], probe: Any) -> np.ndarray:
     """Centred unit Gram of every freezable block's output on the probe batch, [B-1, n, n] (eval mode)."""
-    was = model.training
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         act = probe
         for b in range(len(blocks) - 1):
             act = run_blocks(blocks, act, b, b + 1)
             feat = act[0] if isinstance(act, tuple) else act
             out.append(centred_unit_gram(feat))
-    finally:
-        model.train(was)
     return np.stack(out)
 
 

@@ -23,9 +23,8 @@ from smartfrz.collection.cka import GramStore, LayerGramCapture, cka_against_fin
 from smartfrz.layers import draw_sample_indices, find_layers
 from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK
 from smartfrz.traces.writer import RunRecord, write_run_file
-
-Batch = Any
-"""A model input as a data loader yields it: a Tensor, or a tuple/list/dict of Tensors."""
+from smartfrz.utils.batches import Batch, to_device
+from smartfrz.utils.batches import batch_len as _batch_len
 
 MIN_ACC_RATIO = 1.5
 """A run whose final accuracy is below this multiple of chance (1 / classes) is flagged as not learning."""
@@ -46,17 +45,6 @@ class TraceResult:
     steps: int
     wall_time_s: float
     record: RunRecord
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    """Move a Tensor or a (nested) tuple/list/dict of Tensors to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {key: to_device(v, device) for key, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 def evaluate(
@@ -312,12 +300,3 @@ def trace_run(
         wall_time_s=wall,
         record=record,
     )
-
-
-def _batch_len(batch: Batch) -> int:
-    """Number of samples in a batch (first dimension of its first tensor)."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0])
-    if isinstance(batch, Mapping):
-        return _batch_len(next(iter(batch.values())))
-    return _batch_len(batch[0])

@@ -23,13 +23,15 @@ from torch.optim import Optimizer
 from smartfrz.blocks import Activation, Block, check_split, discover_blocks, layer_block_index, run_blocks
 from smartfrz.layers import find_layers
 from smartfrz.runtime import distributed
-from smartfrz.runtime.accounting import FlopAccount, batch_size, measure_block_flops
+from smartfrz.runtime.accounting import FlopAccount, measure_block_flops
 from smartfrz.runtime.cache import ActivationCache, CacheConfig
 from smartfrz.runtime.events import EventLog, FreezeEvent
 from smartfrz.runtime.mechanism import base_optimizer, freeze_module
 from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
 from smartfrz.runtime.protocols import PredictorProtocol
 from smartfrz.runtime.smartfrz_policy import SmartFRZ
+from smartfrz.utils.batches import batch_len, first_tensor, take
+from smartfrz.utils.modes import eval_mode
 
 log = logging.getLogger("smartfrz.runtime")
 
@@ -79,16 +81,6 @@ def resolve_policy(
     return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed)
 
 
-def _head(x: Any, n: int) -> Any:
-    """The first ``n`` samples of a batch (a tensor or a tuple of tensors)."""
-    return tuple(t[:n] for t in x) if isinstance(x, tuple) else x[:n]
-
-
-def _select(act: Activation, mask: Tensor) -> Activation:
-    """Rows of an activation (tensor or tuple of tensors) where ``mask`` is True."""
-    return tuple(t[mask] for t in act) if isinstance(act, tuple) else act[mask]
-
-
 def _merge(hit: Tensor, served: Activation, computed: Activation) -> Activation:
     """Interleave cached rows (``hit``) and freshly computed rows back into batch order."""
 
@@ -104,18 +96,6 @@ def _merge(hit: Tensor, served: Activation, computed: Activation) -> Activation:
         return tuple(one(a, b) for a, b in zip(served, computed, strict=True))
     assert isinstance(computed, Tensor)
     return one(served, computed)
-
-
-def _first_tensor(x: Any) -> Tensor | None:
-    """The first tensor in a batch (nested tuples/lists), for its device."""
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, tuple | list):
-        for item in x:
-            t = _first_tensor(item)
-            if t is not None:
-                return t
-    return None
 
 
 class Freezer:
@@ -232,7 +212,7 @@ class Freezer:
             self._measure(x)
         if not self.module.training:  # evaluation: never touch the cache or the training accounts
             return run_blocks(self.blocks, x) if self.cache is not None else self._wrapper(x, *args, **kwargs)
-        self._pending_batch += batch_size(x)
+        self._pending_batch += batch_len(x)
         if self.cache is None:
             return self._wrapper(x, *args, **kwargs)
         if args or kwargs:
@@ -253,7 +233,7 @@ class Freezer:
                 h = run_blocks(self.blocks, x, 0, f)
             return self._suffix()(h)
         assert self.cache is not None
-        ref = _first_tensor(x)
+        ref = first_tensor(x)
         idx = idx.to(ref.device if ref is not None else idx.device, torch.int64)
         hit = self.cache.lookup(idx)
         n_hit = int(hit.sum())
@@ -265,7 +245,7 @@ class Freezer:
                 h = self._store_and_serve(run_blocks(self.blocks, x, 0, f), idx)
             else:
                 miss = ~hit
-                computed = self._store_and_serve(run_blocks(self.blocks, _select(x, miss), 0, f), idx[miss])
+                computed = self._store_and_serve(run_blocks(self.blocks, take(x, miss), 0, f), idx[miss])
                 h = _merge(hit, self.cache.gather(idx[hit]), computed)
         return self._suffix()(h)
 
@@ -282,7 +262,7 @@ class Freezer:
             return computed
         if n == idx.numel():
             return self.cache.gather(idx)
-        return _merge(stored, self.cache.gather(idx[stored]), _select(computed, ~stored))
+        return _merge(stored, self.cache.gather(idx[stored]), take(computed, ~stored))
 
     def _suffix(self) -> nn.Module:
         """The module that runs the trainable blocks (a DDP wrapper over them under DDP)."""
@@ -297,25 +277,21 @@ class Freezer:
         """Before the first cached step, verify that the blocks compose to the model's forward."""
         if self._split_checked:
             return
-        check_split(self.module, self.blocks, _head(x, 4), atol=1e-4, rtol=1e-3)
+        check_split(self.module, self.blocks, take(x, slice(4)), atol=1e-4, rtol=1e-3)
         self._split_checked = True
 
     def _measure(self, x: Any) -> None:
         """Measure per-block forward FLOPs on a few samples of the first batch (eval mode, no grad)."""
-        n = batch_size(x)
-        example = _head(x, FLOP_SAMPLES)
-        modes = {m: m.training for m in self.module.modules()}
-        self.module.eval()
+        n = batch_len(x)
+        example = take(x, slice(FLOP_SAMPLES))
         try:
-            self.flops.block_flops = measure_block_flops(
-                lambda b, h: self.blocks[b].forward(h), example, len(self.blocks), min(n, FLOP_SAMPLES)
-            )
+            with eval_mode(self.module):
+                self.flops.block_flops = measure_block_flops(
+                    lambda b, h: self.blocks[b].forward(h), example, len(self.blocks), min(n, FLOP_SAMPLES)
+                )
         except Exception as err:  # a block list that does not chain: freezing still works
             log.warning("cannot measure per-block FLOPs (%s); the summary will not report FLOPs", err)
             self._measure_flops = False
-        finally:
-            for m, mode in modes.items():
-                m.train(mode)
 
     # ---------------------------------------------------------------- step
     def step(self) -> None:
