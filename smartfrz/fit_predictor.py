@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from smartfrz.calibration.probes import run_probes, summarise_probes
 from smartfrz.predictor.baselines import BASELINES
 from smartfrz.predictor.checkpoint import SCHEMA_VERSION, save_checkpoint
 from smartfrz.predictor.fit import FitConfig, run_fit
@@ -17,7 +18,6 @@ from smartfrz.predictor.inference import FreezePredictor, load_predictor
 from smartfrz.predictor.labels import LABEL_RULES, LabelRule
 from smartfrz.predictor.latency import measure_latency
 from smartfrz.predictor.model import ModelConfig
-from smartfrz.predictor.probes import run_probes, summarise_probes
 from smartfrz.predictor.report import code_version, probes_markdown, report_markdown, utc_now, write_report
 from smartfrz.predictor.train import TrainConfig
 from smartfrz.traces import open_traces

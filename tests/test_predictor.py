@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from smartfrz.calibration.probes import block_freeze_snapshots
 from smartfrz.predictor import (
     SCHEMA_VERSION,
     AttentionPredictorNet,
@@ -22,7 +23,6 @@ from smartfrz.predictor.checkpoint import save_checkpoint
 from smartfrz.predictor.features import baseline_features
 from smartfrz.predictor.labels import first_converged
 from smartfrz.predictor.metrics import binary_metrics, choose_threshold
-from smartfrz.predictor.probes import block_freeze_snapshots
 from smartfrz.predictor.split import grouped_split, holdout_family_split
 
 CFG = ModelConfig(window=12, k=48, embed_dim=16, hidden=16, heads=4)
