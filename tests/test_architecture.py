@@ -89,3 +89,13 @@ def test_every_import_points_down():
 )
 def test_checker_flags_upward_and_sideways_imports(edge, ok):
     assert (_violations([edge]) == []) is ok
+
+
+def test_op_schemas_are_defined_only_in_python():
+    """csrc registers kernels only (TORCH_LIBRARY_IMPL); smartfrz/ops/_schemas.py holds the one definition."""
+    sources = [p for p in (PACKAGE.parent / "csrc").rglob("*") if p.suffix in {".cpp", ".cu", ".h", ".cuh"}]
+    assert sources
+    for path in sources:
+        text = path.read_text()
+        assert "TORCH_LIBRARY(" not in text and "TORCH_LIBRARY_FRAGMENT(" not in text, path
+        assert ".def(" not in text, path

@@ -1,6 +1,7 @@
-"""Operator schemas of the `smartfrz` library, shared by the native build and the Python fallback.
+"""Operator schemas of the `smartfrz` library: the only definition, used by the native kernels and the fallback.
 
-`csrc/smartfrz.cpp` defines the same strings; a test checks that the two agree.
+`smartfrz.ops._loader` defines them with torch.library before loading the native kernels, which only
+register implementations (TORCH_LIBRARY_IMPL), as torchao does.
 """
 
 from smartfrz.traces.schema import WEIGHT_STAT_NAMES
