@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from test_runtime_support import data, mlp, train
 
-from smartfrz.runtime import ActivationCache, CacheConfig, FreezeOut, Freezer
+from smartfrz.runtime import CacheConfig, FreezeOut, Freezer
+from smartfrz.runtime.cache import ActivationCache
 
 TOL = {"float32": 1e-6, "float16": 1e-3, "bfloat16": 8e-3, "int8": 1e-2}
 
