@@ -9,8 +9,9 @@ the oracle's representation snapshots are outside it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,34 @@ class RunConfig:
     max_steps: int | None = None  # stop early (the untimed warm-up run)
 
 
+def batch_orders(n: int, batch_size: int, epochs: int, order: torch.Generator) -> Iterator[Tensor]:
+    """Dataset indices of each training batch: a fresh permutation per epoch."""
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=order)
+        for start in range(0, n, batch_size):
+            yield perm[start : start + batch_size]
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, freezer: Freezer, xb: Any, yb: Tensor, idx: Tensor
+) -> Tensor:
+    """One optimizer step through the freezer (forward, backward, update, freezer step); the loss."""
+    loss = F.cross_entropy(model_logits(freezer(xb, idx)), yb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    freezer.step()
+    return loss
+
+
+def block_cka_curves(grams: list[np.ndarray]) -> list[list[float]] | None:
+    """Per snapshot, each block's linear CKA with the last snapshot (unit Grams: a dot product); None without."""
+    if not grams:
+        return None
+    final = grams[-1].astype(np.float64)
+    return [np.einsum("bij,bij->b", g.astype(np.float64), final).tolist() for g in grams]
+
+
 def train_run(
     task: Task,
     data: tuple[Any, Tensor, Any, Tensor],
@@ -121,56 +150,37 @@ def train_run(
     """Train ``task`` from seed ``seed`` with the policy ``make_policy(total_steps)``; final validation accuracy."""
     x_train, y_train, x_val, y_val = data
     n = len(y_train)
-    steps_per_epoch = -(-n // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    total = steps_for(n, cfg)
     seed_everything(seed)
     model = task.build_model(num_classes)
     model.train()
     optimizer = make_optimizer(task, model.parameters(), cfg.lr)
-    policy = make_policy(total)
     freezer = Freezer(
         model,
         optimizer,
-        policy,
+        make_policy(total),
         total_steps=total,
         cache=cfg.cache,
         deterministic_inputs=cfg.cache is not None,
         seed=seed,
     )
-    order = torch.Generator().manual_seed(seed)
     probe = take(x_train, torch.arange(min(cfg.probe_size, n))) if cfg.oracle_snapshots else None
     snaps = snapshot_steps(total, cfg.oracle_snapshots) if cfg.oracle_snapshots else []
     grams: list[np.ndarray] = []
-    elapsed, step = 0.0, 0
+    elapsed = 0.0
     stop = total if cfg.max_steps is None else min(total, cfg.max_steps)
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=order)
-        for start in range(0, n, cfg.batch_size):
-            if step >= stop:
-                break
-            idx = perm[start : start + cfg.batch_size]
-            xb, yb = take(x_train, idx), y_train[idx]
-            t0 = time.perf_counter()
-            logits = model_logits(freezer(xb, idx))
-            loss = F.cross_entropy(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            freezer.step()
-            elapsed += time.perf_counter() - t0
-            step += 1
-            if not torch.isfinite(loss):
-                where = f"{task.name}/{policy_name}/seed {seed}"
-                raise FloatingPointError(f"{where}: loss became {float(loss)} at step {step}")
-            if snaps and step in snaps:
-                grams.append(block_grams(model, freezer.blocks, probe))
-            if progress is not None:
-                progress(1)
+    batches = islice(batch_orders(n, cfg.batch_size, cfg.epochs, torch.Generator().manual_seed(seed)), stop)
+    for step, idx in enumerate(batches, start=1):
+        t0 = time.perf_counter()
+        loss = train_step(model, optimizer, freezer, take(x_train, idx), y_train[idx], idx)
+        elapsed += time.perf_counter() - t0
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{task.name}/{policy_name}/seed {seed}: loss became {float(loss)} at step {step}")
+        if snaps and step in snaps:
+            grams.append(block_grams(model, freezer.blocks, probe))
+        if progress is not None:
+            progress(1)
     summary = freezer.summary()
-    block_cka = None
-    if grams:
-        final = grams[-1].astype(np.float64)
-        block_cka = [np.einsum("bij,bij->b", g.astype(np.float64), final).tolist() for g in grams]
     return RunResult(
         task=task.name,
         policy=policy_name,
@@ -189,7 +199,7 @@ def train_run(
         cache=summary["cache"],
         policy_config=summary["policy"],
         snapshot_steps=snaps,
-        block_cka=block_cka,
+        block_cka=block_cka_curves(grams),
     )
 
 
