@@ -99,3 +99,31 @@ def test_op_schemas_are_defined_only_in_python():
         text = path.read_text()
         assert "TORCH_LIBRARY(" not in text and "TORCH_LIBRARY_FRAGMENT(" not in text, path
         assert ".def(" not in text, path
+
+
+@pytest.mark.parametrize(
+    ("name", "home"),
+    [
+        ("code_version", "_version.py"),
+        ("seed_everything", "utils/seed.py"),
+        ("centred_unit_gram", "utils/gram.py"),
+        ("to_device", "utils/batches.py"),
+        ("Activation", "blocks.py"),
+        ("WEIGHT_STAT_NAMES", "traces/schema.py"),
+        ("STAT_NAMES", "traces/schema.py"),
+    ],
+)
+def test_each_fact_is_defined_once(name, home):
+    """A function, class or constant named ``name`` is defined in ``home`` only (imports may re-export it)."""
+    homes = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            defined = isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name
+            assigned = isinstance(node, ast.Assign | ast.AnnAssign) and any(
+                isinstance(t, ast.Name) and t.id == name
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            )
+            literal = assigned and not isinstance(node.value, ast.Name)  # `X = Y` is an alias, not a copy
+            if defined or literal:
+                homes.append(path.relative_to(PACKAGE).as_posix())
+    assert homes == [home]
