@@ -1,7 +1,6 @@
-// Operator schemas of the smartfrz library. Kernels register per dispatch key in csrc/cpu and
-// csrc/cuda; a CPU-only build simply lacks the CUDA registrations. Keep these strings identical
-// to smartfrz/ops/_schemas.py (tests/test_ops_schema.py checks it).
-#include <torch/library.h>
+// The Python module of the setup.py build. The op schemas are defined once, in Python
+// (smartfrz/ops/_schemas.py, registered by smartfrz/ops/_loader.py before this library loads);
+// the kernels register per dispatch key in csrc/cpu and csrc/cuda (TORCH_LIBRARY_IMPL only).
 
 #ifndef SMARTFRZ_NO_PYTHON_MODULE
 #include <Python.h>
@@ -14,13 +13,3 @@ extern "C" PyObject* PyInit__C(void) {
   return PyModule_Create(&module_def);
 }
 #endif
-
-TORCH_LIBRARY(smartfrz, m) {
-  m.def("record_weights(Tensor[] weights, Tensor sample_idx, Tensor? prev) -> (Tensor, Tensor)");
-  m.def(
-      "cache_store(Tensor(a!) cache, Tensor(b!) scales, Tensor(c!) valid, Tensor x, Tensor idx, "
-      "bool check=True) -> ()");
-  m.def(
-      "cache_gather(Tensor cache, Tensor scales, Tensor valid, Tensor idx, ScalarType dtype, "
-      "bool check=True) -> Tensor");
-}

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from smartfrz.layers import find_layers
+from smartfrz.utils.modes import eval_mode
 
 Activation = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -86,18 +87,12 @@ def check_split(
     The runtime calls this once before serving cached activations, so a split that does not compose to
     the model's forward fails loudly instead of training on wrong activations.
     """
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            if isinstance(example, tuple) and blocks and isinstance(blocks[0].module, BertEmbeddingsBlock):
-                expected = model_logits(model(input_ids=example[0], attention_mask=example[1]))  # (ids, mask)
-            else:
-                expected = model_logits(model(example))
-            got = run_blocks(blocks, example)
-    finally:
-        for module, mode in modes.items():
-            module.train(mode)
+    with eval_mode(model), torch.no_grad():
+        if isinstance(example, tuple) and blocks and isinstance(blocks[0].module, BertEmbeddingsBlock):
+            expected = model_logits(model(input_ids=example[0], attention_mask=example[1]))  # (ids, mask)
+        else:
+            expected = model_logits(model(example))
+        got = run_blocks(blocks, example)
     if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
         raise ValueError(f"the blocks produce {shape}, the model {tuple(expected.shape)}; {_HOW_TO}")

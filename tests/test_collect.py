@@ -268,7 +268,7 @@ def test_two_workers_give_bitwise_the_same_data(tmp_path):
 
 def test_plot_reports_depth_ordering(tmp_path):
     from smartfrz.collection.plot import plot_cka
-    from smartfrz.traces import write_synthetic_traces
+    from smartfrz.testing import write_synthetic_traces
 
     path = write_synthetic_traces(tmp_path / "s.h5", n_runs=2, families=("cnn",), n_snapshots=30, n_layers=5, k=8)
     stats = plot_cka(path, tmp_path / "cka.png", tau=0.9)
@@ -282,7 +282,8 @@ def test_resume_redoes_a_run_whose_recipe_changed(tmp_path):
     from dataclasses import replace
 
     from smartfrz.collection.workers import plan, run_path
-    from smartfrz.traces import synthetic_run, write_run_file
+    from smartfrz.testing import synthetic_run
+    from smartfrz.traces import write_run_file
     from smartfrz.zoo import get_task
 
     spec = build_grid(PRESETS["smoke"], tasks=["digits_mlp"])[0]

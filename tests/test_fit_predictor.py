@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from smartfrz.calibration.probes import run_probe
 from smartfrz.collection.grid import RunSpec, run_spec
 from smartfrz.fit_predictor import main
 from smartfrz.predictor import LabelRule, load_predictor
 from smartfrz.predictor.baselines import BASELINES
 from smartfrz.predictor.latency import _best_ms
-from smartfrz.predictor.probes import run_probe
-from smartfrz.traces import open_traces, write_synthetic_traces
+from smartfrz.testing import write_synthetic_traces
+from smartfrz.traces import open_traces
 
 FIT_ARGS = ["--window", "8", "--epochs", "30", "--max-batches", "4", "--batch-size", "64", "--embed-dim", "16"]
 

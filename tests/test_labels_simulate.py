@@ -192,7 +192,7 @@ def test_smartfrz_judges_short_windows_with_context_and_the_user_lr() -> None:
 
 def test_a_run_read_twice_is_refused(tmp_path) -> None:
     from smartfrz.predictor.dataset import load_windows
-    from smartfrz.traces import write_synthetic_traces
+    from smartfrz.testing import write_synthetic_traces
 
     a = write_synthetic_traces(tmp_path / "a.h5", n_runs=2, n_snapshots=10, k=16)
     b = write_synthetic_traces(tmp_path / "b.h5", n_runs=1, n_snapshots=10, k=16)  # same first run id as a.h5

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from test_runtime_support import data, mlp, train
 
-from smartfrz.runtime import ActivationCache, CacheConfig, FreezeOut, Freezer
+from smartfrz.runtime import CacheConfig, FreezeOut, Freezer
+from smartfrz.runtime.cache import ActivationCache
 
 # Relative rounding of one element (floats: half an ulp of its own value; int8: half a step of its row's scale).
 REL = {"float32": 0.0, "float16": 2.0**-11, "bfloat16": 2.0**-8, "int8": 0.5 / 127}

@@ -7,7 +7,8 @@ import weakref
 import pytest
 import torch
 
-from smartfrz.runtime import ActivationCache, CacheConfig
+from smartfrz.runtime import CacheConfig
+from smartfrz.runtime.cache import ActivationCache
 
 ROW = 64  # float32 features per row: 256 bytes + 5 for scale and valid flag
 ROW_BYTES = ROW * 4 + 5

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from test_runtime_support import data, mlp
 from torch import nn
 
-from smartfrz.runtime import ActivationCache, CacheConfig, FreezeOut, Freezer, Policy
+from smartfrz.runtime import CacheConfig, FreezeOut, Freezer, Policy
+from smartfrz.runtime.cache import ActivationCache
 
 
 class FreezeAt(Policy):

@@ -8,7 +8,8 @@ from test_runtime_support import IncrementalRelChangePredictor, RelChangePredict
 from torch import nn
 
 import smartfrz.ops
-from smartfrz.runtime import AutoFreeze, Freezer, WeightRecorder
+from smartfrz.runtime import AutoFreeze, Freezer
+from smartfrz.runtime.recorder import WeightRecorder
 
 
 def test_recorder_windows_are_chronological_and_one_fused_call(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,7 +86,7 @@ def test_cached_forward_syncs_by_proxy(dtype: str) -> None:
 
 def test_integer_field_costs_one_sync_per_miss_step() -> None:
     """An integer field (a mask) is checked exact in float32 with one host read per miss step, none on hits."""
-    from smartfrz.runtime import ActivationCache
+    from smartfrz.runtime.cache import ActivationCache
 
     cache = ActivationCache(CacheConfig(dtype="float16"), deterministic_inputs=True)
     hidden, mask = torch.randn(4, 3, 2), torch.ones(4, 3, dtype=torch.int64)

@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+from smartfrz.testing import synthetic_run, write_synthetic_traces
 from smartfrz.traces import (
     SCHEMA_VERSION,
     STAT_NAMES,
@@ -13,9 +14,7 @@ from smartfrz.traces import (
     atomic_h5,
     merge_traces,
     open_traces,
-    synthetic_run,
     write_run_file,
-    write_synthetic_traces,
 )
 
 

@@ -8,6 +8,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cub/block/block_reduce.cuh>
+
 #include <cstdint>
 #include <limits>
 #include <tuple>
@@ -39,6 +41,27 @@ struct Partial {
   double sumsq;
   float max_abs;
   int nonfinite;
+};
+
+// A layer's totals: the chunk partials combined plus the change against prev.
+struct LayerSums {
+  double sumsq;
+  double delta;
+  float max_abs;
+  int64_t nonfinite;
+};
+
+// Combining operators for cub::BlockReduce (a fixed order for a fixed block size: deterministic).
+struct CombinePartial {
+  __device__ __forceinline__ Partial operator()(const Partial& a, const Partial& b) const {
+    return Partial{a.sumsq + b.sumsq, fmaxf(a.max_abs, b.max_abs), a.nonfinite + b.nonfinite};
+  }
+};
+
+struct CombineLayerSums {
+  __device__ __forceinline__ LayerSums operator()(const LayerSums& a, const LayerSums& b) const {
+    return LayerSums{a.sumsq + b.sumsq, a.delta + b.delta, fmaxf(a.max_abs, b.max_abs), a.nonfinite + b.nonfinite};
+  }
 };
 
 int64_t dtype_code(at::ScalarType t) {
@@ -111,13 +134,12 @@ __device__ void accumulate_chunk(const T* __restrict__ p, int64_t len, double& s
   if (tail < len) accumulate(p[tail], sumsq, max_abs, nonfinite);
 }
 
-// One block per chunk of any weight: the chunk's Partial, reduced in a fixed tree.
+// One block per chunk of any weight: the chunk's Partial, reduced with cub::BlockReduce.
 __global__ void __launch_bounds__(kThreads)
     chunk_stats_kernel(const TensorMeta* __restrict__ meta, const int* __restrict__ chunk_layer,
                        Partial* __restrict__ partials) {
-  __shared__ double s_sumsq[kThreads];
-  __shared__ float s_max[kThreads];
-  __shared__ int s_nonfinite[kThreads];
+  using Reduce = cub::BlockReduce<Partial, kThreads>;
+  __shared__ typename Reduce::TempStorage temp;
   const int64_t chunk = blockIdx.x;
   const int tid = threadIdx.x;
   const TensorMeta m = meta[chunk_layer[chunk]];
@@ -140,19 +162,8 @@ __global__ void __launch_bounds__(kThreads)
       accumulate_chunk(typed<double>(m.ptr) + start, len, sumsq, max_abs, nonfinite);
       break;
   }
-  s_sumsq[tid] = sumsq;
-  s_max[tid] = max_abs;
-  s_nonfinite[tid] = nonfinite;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
-    if (tid < stride) {
-      s_sumsq[tid] += s_sumsq[tid + stride];
-      s_max[tid] = fmaxf(s_max[tid], s_max[tid + stride]);
-      s_nonfinite[tid] += s_nonfinite[tid + stride];
-    }
-    __syncthreads();
-  }
-  if (tid == 0) partials[chunk] = Partial{s_sumsq[0], s_max[0], s_nonfinite[0]};
+  const Partial total = Reduce(temp).Reduce(Partial{sumsq, max_abs, nonfinite}, CombinePartial{});
+  if (tid == 0) partials[chunk] = total;
 }
 
 __device__ __forceinline__ float load_as_float(const TensorMeta& m, int64_t pos) {
@@ -174,10 +185,8 @@ __global__ void __launch_bounds__(kThreads)
     layer_stats_kernel(const TensorMeta* __restrict__ meta, const Partial* __restrict__ partials,
                        const int64_t* __restrict__ idx, const float* __restrict__ prev, int64_t n_layers, int64_t k,
                        float* __restrict__ samples, float* __restrict__ stats, unsigned long long* bad_layer) {
-  __shared__ double s_sumsq[kThreads];
-  __shared__ double s_delta[kThreads];
-  __shared__ float s_max[kThreads];
-  __shared__ int64_t s_nonfinite[kThreads];
+  using Reduce = cub::BlockReduce<LayerSums, kThreads>;
+  __shared__ typename Reduce::TempStorage temp;
   const int64_t layer = blockIdx.x;
   const int tid = threadIdx.x;
   const TensorMeta m = meta[layer];
@@ -209,26 +218,13 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   if (out_of_range) cuda::flag_position(bad_layer, n_layers, layer);
-  s_sumsq[tid] = sumsq;
-  s_delta[tid] = delta;
-  s_max[tid] = max_abs;
-  s_nonfinite[tid] = nonfinite;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
-    if (tid < stride) {
-      s_sumsq[tid] += s_sumsq[tid + stride];
-      s_delta[tid] += s_delta[tid + stride];
-      s_max[tid] = fmaxf(s_max[tid], s_max[tid + stride]);
-      s_nonfinite[tid] += s_nonfinite[tid + stride];
-    }
-    __syncthreads();
-  }
+  const LayerSums total = Reduce(temp).Reduce(LayerSums{sumsq, delta, max_abs, nonfinite}, CombineLayerSums{});
   if (tid == 0) {
     float* row = stats + layer * kStatColumns;
-    row[0] = static_cast<float>(sqrt(s_sumsq[0]));
-    row[1] = static_cast<float>(sqrt(s_delta[0]));
-    row[2] = static_cast<float>(s_nonfinite[0]);
-    row[3] = s_max[0];
+    row[0] = static_cast<float>(sqrt(total.sumsq));
+    row[1] = static_cast<float>(sqrt(total.delta));
+    row[2] = static_cast<float>(total.nonfinite);
+    row[3] = total.max_abs;
   }
 }
 

@@ -9,8 +9,9 @@ the oracle's representation snapshots are outside it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
 from smartfrz.blocks import Block, model_logits, run_blocks
-from smartfrz.collection.cka import centred_unit_gram
-from smartfrz.collection.grid import seed_everything
 from smartfrz.runtime import CacheConfig, Freezer, Policy
+from smartfrz.utils.batches import take
+from smartfrz.utils.gram import centred_unit_gram
+from smartfrz.utils.modes import eval_mode
+from smartfrz.utils.seed import seed_everything
 from smartfrz.zoo import Task, make_optimizer
 from smartfrz.zoo.schedules import make_scheduler
 
@@ -65,40 +68,27 @@ def materialise(ds: Dataset) -> tuple[Any, Tensor]:
     return x, y
 
 
-def take(x: Any, idx: Tensor) -> Any:
-    """Rows ``idx`` of a tensor or tuple of tensors."""
-    return tuple(t[idx] for t in x) if isinstance(x, tuple) else x[idx]
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, x: Any, y: Tensor) -> float:
     """Top-1 accuracy in eval mode (restores the previous mode; frozen blocks stay in eval mode anyway)."""
-    was = model.training
-    model.eval()
     correct = 0
-    try:
+    with eval_mode(model):
         for start in range(0, len(y), EVAL_BATCH):
             sl = torch.arange(start, min(start + EVAL_BATCH, len(y)))
             correct += int((model_logits(model(take(x, sl))).argmax(-1) == y[sl]).sum())
-    finally:
-        model.train(was)
     return correct / len(y)
 
 
 @torch.no_grad()
 def block_grams(model: nn.Module, blocks: list[Block], probe: Any) -> np.ndarray:
     """Centred unit Gram of every freezable block's output on the probe batch, [B-1, n, n] (eval mode)."""
-    was = model.training
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         act = probe
         for b in range(len(blocks) - 1):
             act = run_blocks(blocks, act, b, b + 1)
             feat = act[0] if isinstance(act, tuple) else act
             out.append(centred_unit_gram(feat))
-    finally:
-        model.train(was)
     return np.stack(out)
 
 
@@ -129,6 +119,41 @@ class RunConfig:
         return f"@{self.schedule}" + (f"-wu{self.warmup:g}" if self.warmup else "")
 
 
+def batch_orders(n: int, batch_size: int, epochs: int, order: torch.Generator) -> Iterator[Tensor]:
+    """Dataset indices of each training batch: a fresh permutation per epoch."""
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=order)
+        for start in range(0, n, batch_size):
+            yield perm[start : start + batch_size]
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    freezer: Freezer,
+    xb: Any,
+    yb: Tensor,
+    idx: Tensor,
+) -> Tensor:
+    """One optimizer step through the freezer (forward, backward, update, lr step, freezer step); the loss."""
+    loss = F.cross_entropy(model_logits(freezer(xb, idx)), yb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    freezer.step()
+    return loss
+
+
+def block_cka_curves(grams: list[np.ndarray]) -> list[list[float]] | None:
+    """Per snapshot, each block's linear CKA with the last snapshot (unit Grams: a dot product); None without."""
+    if not grams:
+        return None
+    final = grams[-1].astype(np.float64)
+    return [np.einsum("bij,bij->b", g.astype(np.float64), final).tolist() for g in grams]
+
+
 def train_run(
     task: Task,
     data: tuple[Any, Tensor, Any, Tensor],
@@ -142,59 +167,39 @@ def train_run(
     """Train ``task`` from seed ``seed`` with the policy ``make_policy(total_steps)``; final validation accuracy."""
     x_train, y_train, x_val, y_val = data
     n = len(y_train)
-    steps_per_epoch = -(-n // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    total = steps_for(n, cfg)
     seed_everything(seed)
     model = task.build_model(num_classes)
     model.train()
     optimizer = make_optimizer(task, model.parameters(), cfg.lr)
     scheduler = make_scheduler(optimizer, cfg.schedule, total, cfg.warmup)
-    policy = make_policy(total)
     freezer = Freezer(
         model,
         optimizer,
-        policy,
+        make_policy(total),
         total_steps=total,
         cache=cfg.cache,
         deterministic_inputs=cfg.cache is not None,
         seed=seed,
         verbose=False,  # many runs under progress bars: the events are in the results instead
     )
-    order = torch.Generator().manual_seed(seed)
     probe = take(x_train, torch.arange(min(cfg.probe_size, n))) if cfg.oracle_snapshots else None
     snaps = snapshot_steps(total, cfg.oracle_snapshots) if cfg.oracle_snapshots else []
     grams: list[np.ndarray] = []
-    elapsed, step = 0.0, 0
+    elapsed = 0.0
     stop = total if cfg.max_steps is None else min(total, cfg.max_steps)
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=order)
-        for start in range(0, n, cfg.batch_size):
-            if step >= stop:
-                break
-            idx = perm[start : start + cfg.batch_size]
-            xb, yb = take(x_train, idx), y_train[idx]
-            t0 = time.perf_counter()
-            logits = model_logits(freezer(xb, idx))
-            loss = F.cross_entropy(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            freezer.step()
-            elapsed += time.perf_counter() - t0
-            step += 1
-            if not torch.isfinite(loss):
-                where = f"{task.name}/{policy_name}/seed {seed}"
-                raise FloatingPointError(f"{where}: loss became {float(loss)} at step {step}")
-            if snaps and step in snaps:
-                grams.append(block_grams(model, freezer.blocks, probe))
-            if progress is not None:
-                progress(1)
+    batches = islice(batch_orders(n, cfg.batch_size, cfg.epochs, torch.Generator().manual_seed(seed)), stop)
+    for step, idx in enumerate(batches, start=1):
+        t0 = time.perf_counter()
+        loss = train_step(model, optimizer, scheduler, freezer, take(x_train, idx), y_train[idx], idx)
+        elapsed += time.perf_counter() - t0
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{task.name}/{policy_name}/seed {seed}: loss became {float(loss)} at step {step}")
+        if snaps and step in snaps:
+            grams.append(block_grams(model, freezer.blocks, probe))
+        if progress is not None:
+            progress(1)
     summary = freezer.summary()
-    block_cka = None
-    if grams:
-        final = grams[-1].astype(np.float64)
-        block_cka = [np.einsum("bij,bij->b", g.astype(np.float64), final).tolist() for g in grams]
     return RunResult(
         task=task.name + cfg.recipe,
         policy=policy_name,
@@ -213,7 +218,7 @@ def train_run(
         cache=summary["cache"],
         policy_config=summary["policy"],
         snapshot_steps=snaps,
-        block_cka=block_cka,
+        block_cka=block_cka_curves(grams),
     )
 
 

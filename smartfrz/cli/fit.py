@@ -83,18 +83,22 @@ def fit_config(args: argparse.Namespace) -> Any:
     """The FitConfig the arguments describe."""
     from smartfrz.predictor.fit import FitConfig
     from smartfrz.predictor.labels import LabelRule
+    from smartfrz.predictor.model import ModelConfig
     from smartfrz.predictor.train import TrainConfig
 
-    return FitConfig(
-        traces=[str(t) for t in args.traces],
-        label_rule=LabelRule(args.label_rule, args.tau, args.horizon),
+    model = ModelConfig(
         window=args.window,
         min_window=args.min_window,
-        threshold_by=args.threshold_by,
-        max_early_share=args.max_early_share,
         embed_dim=args.embed_dim,
         hidden=args.hidden,
         heads=args.heads,
+    )
+    return FitConfig(
+        traces=[str(t) for t in args.traces],
+        label_rule=LabelRule(args.label_rule, args.tau, args.horizon),
+        model=model,
+        threshold_by=args.threshold_by,
+        max_early_share=args.max_early_share,
         min_precision=args.min_precision,
         val_frac=args.val_frac,
         test_frac=args.test_frac,

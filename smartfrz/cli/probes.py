@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     """Replay the runs with each tau's freezing schedule and report the accuracy lost."""
     import torch
 
+    from smartfrz.calibration.probes import run_probes, summarise_probes
     from smartfrz.predictor.labels import LabelRule
-    from smartfrz.predictor.probes import run_probes, summarise_probes
     from smartfrz.predictor.report import code_version, probes_markdown, utc_now
     from smartfrz.traces import open_traces
 

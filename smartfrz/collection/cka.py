@@ -10,22 +10,8 @@ import torch
 from torch import nn
 
 from smartfrz.blocks import model_logits
-
-
-def centred_unit_gram(features: torch.Tensor) -> np.ndarray:
-    """Gram matrix of per-sample features after centring, scaled to unit Frobenius norm (fp64 math, fp32 out).
-
-    Centring the features (not the Gram) is exact for the linear kernel (H X X^T H = Xc Xc^T) and avoids
-    the cancellation of centring a Gram dominated by the mean. A constant representation gives zeros.
-    """
-    x = features.reshape(features.shape[0], -1).to(torch.float64)
-    x = x - x.mean(dim=0, keepdim=True)
-    gram = x @ x.T
-    norm = torch.linalg.matrix_norm(gram)
-    if norm > 0:
-        gram = gram / norm
-    return gram.cpu().numpy().astype(np.float32)
-
+from smartfrz.utils.gram import centred_unit_gram
+from smartfrz.utils.modes import eval_mode
 
 MAX_GRAM_SIDE = 2048
 """Largest Gram side accepted for a layer whose output is not per-sample (positions as rows)."""
@@ -70,15 +56,12 @@ class LayerGramCapture:
             return save
 
         handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(self.layers)]
-        was_training = self.model.training
-        self.model.eval()
         try:
-            with torch.no_grad():
+            with eval_mode(self.model), torch.no_grad():
                 model_logits(self.model(probe_inputs))
         finally:
             for h in handles:
                 h.remove()
-            self.model.train(was_training)
         missing = [i for i, out in enumerate(outputs) if not out]
         if missing:
             raise RuntimeError(f"layers {missing} were not called in the probe forward pass; cannot compute CKA")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset, default_collate
 
 from smartfrz.collection.tracer import TraceResult, trace_run
 from smartfrz.traces.reader import RunInfo
+from smartfrz.utils.seed import seed_everything
 from smartfrz.zoo import DataOptions, Task, TaskData, get_task, list_tasks, make_optimizer
 from smartfrz.zoo.schedules import lr_factor, make_scheduler
 
@@ -168,13 +167,6 @@ def recipe_changes(spec: RunSpec, info: RunInfo) -> list[str]:
     old_spec = then["spec"] if isinstance(then["spec"], dict) else {}
     changes += [f"{k}: {old_spec.get(k)!r} -> {v!r}" for k, v in now["spec"].items() if old_spec.get(k) != v]
     return changes
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch RNGs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def build_run(spec: RunSpec) -> tuple[Task, TaskData, torch.nn.Module, torch.optim.Optimizer]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +16,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-import smartfrz
 from smartfrz import ops
+from smartfrz._version import code_version
 from smartfrz.blocks import Block, discover_blocks, layer_block_index, model_logits
 from smartfrz.cadence import record_every_for
 from smartfrz.collection.cka import GramStore, LayerGramCapture, cka_matrix
 from smartfrz.layers import draw_sample_indices, find_layers
 from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK
 from smartfrz.traces.writer import RunRecord, write_run_file
-
-Batch = Any
-"""A model input as a data loader yields it: a Tensor, or a tuple/list/dict of Tensors."""
+from smartfrz.utils.batches import Batch, to_device
+from smartfrz.utils.batches import batch_len as _batch_len
 
 MIN_ACC_RATIO = 1.5
 """A run whose final accuracy is below this multiple of chance (1 / classes) is flagged as not learning."""
@@ -49,34 +46,6 @@ class TraceResult:
     steps: int
     wall_time_s: float
     record: RunRecord
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """``<package version>[+g<git short hash>]`` of the code that produced a trace."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(smartfrz.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{smartfrz.__version__}+g{sha}" if sha else smartfrz.__version__
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    """Move a Tensor or a (nested) tuple/list/dict of Tensors to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {key: to_device(v, device) for key, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 def evaluate(
@@ -144,12 +113,6 @@ class _Recorder:
         return row[:, STAT_NAMES.index("nonfinite")]
 
 
-def _check_stat_names() -> None:
-    """The trace's stat columns are the ops' columns plus the gradient norm; fail loudly if ops changed."""
-    if (*ops.STAT_NAMES, "grad_l2_norm") != STAT_NAMES:
-        raise RuntimeError(f"smartfrz.ops.STAT_NAMES {ops.STAT_NAMES} no longer matches the trace schema {STAT_NAMES}")
-
-
 def trace_run(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -193,7 +156,6 @@ def trace_run(
     are ``(x, y)``; the model is called as ``model(x)`` and may return logits, a tuple, or an object with
     ``.logits``.
     """
-    _check_stat_names()
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     device = torch.device(device)
@@ -349,12 +311,3 @@ def trace_run(
         wall_time_s=wall,
         record=record,
     )
-
-
-def _batch_len(batch: Batch) -> int:
-    """Number of samples in a batch (first dimension of its first tensor)."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0])
-    if isinstance(batch, Mapping):
-        return _batch_len(next(iter(batch.values())))
-    return _batch_len(batch[0])

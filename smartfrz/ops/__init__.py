@@ -12,14 +12,13 @@ from collections.abc import Sequence
 import torch
 
 from smartfrz.ops._loader import load as _load
-from smartfrz.ops._schemas import CACHE_DTYPES, FLOAT_DTYPES, SCHEMAS, STAT_NAMES
+from smartfrz.ops._schemas import CACHE_DTYPES, FLOAT_DTYPES, STAT_NAMES
 
 _BACKENDS = _load()
 
 __all__ = [
     "CACHE_DTYPES",
     "FLOAT_DTYPES",
-    "SCHEMAS",
     "STAT_NAMES",
     "backends",
     "cache_gather",

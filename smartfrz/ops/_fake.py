@@ -7,18 +7,17 @@ from collections.abc import Sequence
 import torch
 
 from smartfrz.ops import reference
-
-_STAT_COLUMNS = 4
+from smartfrz.ops._schemas import STAT_NAMES
 
 
 def record_weights_fake(
     weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shapes only: samples [L, K] and stats [L, 4], both float32."""
+    """Shapes only: samples [L, K] and stats [L, len(STAT_NAMES)], both float32."""
     reference.check_record_inputs(weights, sample_idx, prev)
     n_layers, k = sample_idx.shape
     samples = sample_idx.new_empty((n_layers, k), dtype=torch.float32)
-    stats = sample_idx.new_empty((n_layers, _STAT_COLUMNS), dtype=torch.float32)
+    stats = sample_idx.new_empty((n_layers, len(STAT_NAMES)), dtype=torch.float32)
     return samples, stats
 
 

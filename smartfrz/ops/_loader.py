@@ -56,9 +56,13 @@ def _has_kernel(op: str, key: str) -> bool:
 
 
 def load() -> dict[str, dict[str, str]]:
-    """Make every smartfrz op callable on CPU and CUDA; return the backend of each (op, device)."""
+    """Define the ops, load the native kernels, and serve the rest from the reference; return each backend."""
+    # Kept alive for the life of the process: dropping a Library deregisters its schemas and kernels.
+    library = torch.library.Library(NAMESPACE, "DEF")
+    _LIBRARIES.append(library)
+    for schema in SCHEMAS.values():
+        library.define(schema)
     source = _load_native()
-    library_kind = "IMPL"
     if source is None:
         warnings.warn(
             "smartfrz: the compiled extension is not available, using the pure-PyTorch reference ops "
@@ -66,13 +70,6 @@ def load() -> dict[str, dict[str, str]]:
             RuntimeWarning,
             stacklevel=3,
         )
-        library_kind = "DEF"
-    # Kept alive for the life of the process: dropping a Library deregisters its kernels.
-    library = torch.library.Library(NAMESPACE, library_kind)
-    _LIBRARIES.append(library)
-    if source is None:
-        for schema in SCHEMAS.values():
-            library.define(schema)
     backends: dict[str, dict[str, str]] = {}
     for op in SCHEMAS:
         backends[op] = {}

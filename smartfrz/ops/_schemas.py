@@ -1,7 +1,10 @@
-"""Operator schemas of the `smartfrz` library, shared by the native build and the Python fallback.
+"""Operator schemas of the `smartfrz` library: the only definition, used by the native kernels and the fallback.
 
-`csrc/smartfrz.cpp` defines the same strings; a test checks that the two agree.
+`smartfrz.ops._loader` defines them with torch.library before loading the native kernels, which only
+register implementations (TORCH_LIBRARY_IMPL), as torchao does.
 """
+
+from smartfrz.traces.schema import WEIGHT_STAT_NAMES
 
 NAMESPACE = "smartfrz"
 
@@ -17,8 +20,8 @@ SCHEMAS: dict[str, str] = {
     ),
 }
 
-#: Columns of the per-layer statistics returned by ``record_weights``.
-STAT_NAMES: tuple[str, ...] = ("l2_norm", "delta_l2_norm", "nonfinite", "max_abs")
+#: Columns of the per-layer statistics returned by ``record_weights`` (owned by the trace schema).
+STAT_NAMES = WEIGHT_STAT_NAMES
 
 #: Float dtypes a weight, an activation row or a gather output may have.
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import h5py
@@ -28,11 +28,7 @@ class FitConfig:
 
     traces: list[str]
     label_rule: LabelRule = field(default_factory=LabelRule)
-    window: int = 8
-    min_window: int = 3
-    embed_dim: int = 32
-    hidden: int = 16
-    heads: int = 4
+    model: ModelConfig = field(default_factory=ModelConfig)  # k, sample_dtype and projection_seed set at fit time
     min_precision: float = 0.95
     threshold_by: str = "savings"  # "savings" (policy simulation on val runs) or "precision" (label precision)
     max_early_share: float = 0.1  # at most this share of val blocks may freeze before their frontier
@@ -45,16 +41,7 @@ class FitConfig:
 
     def model_config(self, k: int, sample_dtype: str) -> ModelConfig:
         """The network config for samples of size ``k`` stored as ``sample_dtype``."""
-        return ModelConfig(
-            window=self.window,
-            min_window=self.min_window,
-            k=k,
-            embed_dim=self.embed_dim,
-            hidden=self.hidden,
-            heads=self.heads,
-            projection_seed=self.train.seed,
-            sample_dtype=sample_dtype,
-        )
+        return replace(self.model, k=k, projection_seed=self.train.seed, sample_dtype=sample_dtype)
 
 
 @dataclass
@@ -145,7 +132,13 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
     model_cfg = cfg.model_config(*_trace_samples(cfg.traces))
     net = AttentionPredictorNet(model_cfg)
     data = load_windows(
-        cfg.traces, cfg.window, cfg.label_rule, net.embed, model_cfg.k, group_by=cfg.group_by, min_window=cfg.min_window
+        cfg.traces,
+        model_cfg.window,
+        cfg.label_rule,
+        net.embed,
+        model_cfg.k,
+        group_by=cfg.group_by,
+        min_window=model_cfg.min_window,
     )
     split = grouped_split(data.group, data.family, cfg.val_frac, cfg.test_frac, cfg.train.seed)
     main = evaluate(data, split, cfg, model_cfg)

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from smartfrz._version import __version__
+from smartfrz._version import code_version as code_version  # re-exported for fit_predictor
 
 _COLS = ("n", "positives", "roc_auc", "pr_auc", "precision", "recall", "f1")
-
-
-def code_version() -> str:
-    """Package version plus the git commit (and '+dirty') when run from a checkout."""
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-    if head.returncode != 0:
-        return f"{__version__} (no git commit)"
-    return f"{__version__}+g{head.stdout.strip()}" + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def utc_now() -> str:

@@ -4,18 +4,16 @@ The Lightning and Hugging Face Trainer callbacks live in :mod:`smartfrz.runtime.
 and :mod:`smartfrz.runtime.hf_callback`, which import those libraries only when imported themselves.
 """
 
-from smartfrz.runtime.cache import ActivationCache, CacheConfig
+from smartfrz.runtime.cache import CacheConfig
 from smartfrz.runtime.data import IndexedDataset, with_index
 from smartfrz.runtime.events import FreezeEvent
 from smartfrz.runtime.freezer import Freezer
 from smartfrz.runtime.policies import AutoFreeze, FreezeOut, NoFreeze, Policy, PolicyContext
 from smartfrz.runtime.protocols import IncrementalPredictorProtocol, PredictorProtocol
-from smartfrz.runtime.recorder import WeightRecorder
 from smartfrz.runtime.smartfrz_policy import SmartFRZ
 from smartfrz.runtime.summary import FreezerSummary
 
 __all__ = [
-    "ActivationCache",
     "AutoFreeze",
     "CacheConfig",
     "FreezeEvent",
@@ -29,6 +27,5 @@ __all__ = [
     "PolicyContext",
     "PredictorProtocol",
     "SmartFRZ",
-    "WeightRecorder",
     "with_index",
 ]

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 BACKWARD_FACTOR = 2.0
@@ -79,17 +78,3 @@ class FlopAccount:
         self.block_flops = state["block_flops"]
         self.full, self.saved_backward = float(state["full"]), float(state["saved_backward"])
         self.saved_forward = float(state["saved_forward"])
-
-
-def batch_size(x: Any) -> int:
-    """Leading dimension of the first tensor found in ``x`` (0 when there is none)."""
-    if isinstance(x, Tensor):
-        return x.shape[0] if x.dim() else 0
-    if isinstance(x, dict):
-        x = list(x.values())
-    if isinstance(x, list | tuple):
-        for item in x:
-            n = batch_size(item)
-            if n:
-                return n
-    return 0

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from smartfrz import ops
+from smartfrz.blocks import Activation
 
 log = logging.getLogger("smartfrz.runtime")
 
@@ -57,7 +58,6 @@ class CacheConfig:
         return _DTYPES[self.dtype]
 
 
-Activation = Tensor | tuple[Tensor, ...]
 _EXACT_INT = 2**24  # integers up to this magnitude are exact in float32
 
 

@@ -24,7 +24,7 @@ from smartfrz.blocks import Activation, Block, check_split, discover_blocks, lay
 from smartfrz.cadence import record_every_for
 from smartfrz.layers import find_layers
 from smartfrz.runtime import distributed
-from smartfrz.runtime.accounting import FlopAccount, batch_size, measure_block_flops
+from smartfrz.runtime.accounting import FlopAccount, measure_block_flops
 from smartfrz.runtime.cache import ActivationCache, CacheConfig
 from smartfrz.runtime.events import Echo, EventLog, FreezeEvent
 from smartfrz.runtime.indices import host_indices
@@ -33,6 +33,8 @@ from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
 from smartfrz.runtime.protocols import PredictorProtocol
 from smartfrz.runtime.smartfrz_policy import SmartFRZ
 from smartfrz.runtime.summary import FreezerSummary
+from smartfrz.utils.batches import batch_len, take
+from smartfrz.utils.modes import eval_mode
 
 log = logging.getLogger("smartfrz.runtime")
 
@@ -79,11 +81,6 @@ def resolve_policy(
         record_every = record_every_for(total_steps) if total_steps else 10
     stage_every = stage_every if stage_every is not None else record_every
     return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed, total_steps)
-
-
-def _head(x: Any, n: int) -> Any:
-    """The first ``n`` samples of a batch (a tensor or a tuple of tensors)."""
-    return tuple(t[:n] for t in x) if isinstance(x, tuple) else x[:n]
 
 
 def _echo(verbose: bool | Echo) -> Echo | None:
@@ -214,7 +211,7 @@ class Freezer:
         Hugging Face classifier). In eval mode (``model.eval()``) the cache is neither read nor
         filled, so evaluation data never mixes with the training indices.
         """
-        n = batch_size(x)
+        n = batch_len(x)
         training = self.module.training
         keys = None
         if idx is not None:
@@ -263,25 +260,21 @@ class Freezer:
         """Before the first cached step, verify that the blocks compose to the model's forward."""
         if self._split_checked:
             return
-        check_split(self.module, self.blocks, _head(x, 4), atol=1e-4, rtol=1e-3)
+        check_split(self.module, self.blocks, take(x, slice(4)), atol=1e-4, rtol=1e-3)
         self._split_checked = True
 
     def _measure(self, x: Any) -> None:
         """Measure per-block forward FLOPs on a few samples of the first batch (eval mode, no grad)."""
-        n = batch_size(x)
-        example = _head(x, FLOP_SAMPLES)
-        modes = {m: m.training for m in self.module.modules()}
-        self.module.eval()
+        n = batch_len(x)
+        example = take(x, slice(FLOP_SAMPLES))
         try:
-            self.flops.block_flops = measure_block_flops(
-                lambda b, h: self.blocks[b].forward(h), example, len(self.blocks), min(n, FLOP_SAMPLES)
-            )
+            with eval_mode(self.module):
+                self.flops.block_flops = measure_block_flops(
+                    lambda b, h: self.blocks[b].forward(h), example, len(self.blocks), min(n, FLOP_SAMPLES)
+                )
         except Exception as err:  # a block list that does not chain: freezing still works
             log.warning("cannot measure per-block FLOPs (%s); the summary will not report FLOPs", err)
             self._measure_flops = False
-        finally:
-            for m, mode in modes.items():
-                m.train(mode)
 
     # ---------------------------------------------------------------- step
     def step(self) -> None:

@@ -11,7 +11,6 @@ from smartfrz.traces.reader import (
     validate_file,
 )
 from smartfrz.traces.schema import SCHEMA_VERSION, STAT_NAMES, STATUS_FLAGGED, STATUS_OK
-from smartfrz.traces.synthetic import synthetic_run, write_synthetic_traces
 from smartfrz.traces.writer import RunRecord, atomic_h5, write_run_file
 
 __all__ = [
@@ -28,8 +27,6 @@ __all__ = [
     "atomic_h5",
     "merge_traces",
     "open_traces",
-    "synthetic_run",
     "validate_file",
     "write_run_file",
-    "write_synthetic_traces",
 ]

@@ -11,8 +11,11 @@ SCHEMA_VERSION = 1
 RUNS_GROUP = "runs"
 """Top-level group holding one subgroup per run."""
 
-STAT_NAMES: tuple[str, ...] = ("l2_norm", "delta_l2_norm", "nonfinite", "max_abs", "grad_l2_norm")
-"""Columns of ``stats [T, L, S]``: the four weight statistics of ``smartfrz.ops`` plus the gradient norm."""
+WEIGHT_STAT_NAMES: tuple[str, ...] = ("l2_norm", "delta_l2_norm", "nonfinite", "max_abs")
+"""Columns of the per-layer statistics ``smartfrz.ops.record_weights`` returns (``smartfrz.ops.STAT_NAMES``)."""
+
+STAT_NAMES: tuple[str, ...] = (*WEIGHT_STAT_NAMES, "grad_l2_norm")
+"""Columns of ``stats [T, L, S]``: the weight statistics of ``smartfrz.ops`` plus the gradient norm."""
 
 STATUS_OK = "ok"
 STATUS_FLAGGED = "flagged"

@@ -12,6 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from smartfrz._version import code_version
 from smartfrz.traces.schema import (
     LAYER_DTYPE,
     REQUIRED_RUN_ATTRS,
@@ -52,13 +53,8 @@ class RunRecord:
 
 
 def producer_string() -> str:
-    """Return ``"smartfrz <version>"`` for the root ``producer`` attribute."""
-    try:
-        from importlib.metadata import version
-
-        return f"smartfrz {version('smartfrz')}"
-    except Exception:
-        return "smartfrz (source checkout)"
+    """Return ``"smartfrz <code version>"`` for the root ``producer`` attribute."""
+    return f"smartfrz {code_version()}"
 
 
 def _attr_value(value: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Small neutral helpers every layer may use: batches, train/eval mode, seeding, centred Grams."""
