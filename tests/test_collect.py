@@ -210,8 +210,8 @@ import os, signal, sys
 from smartfrz import collect
 from smartfrz.collection import workers
 report = workers._report
-def report_then_die(bar, outcome):
-    report(bar, outcome)
+def report_then_die(bar, outcome, *rest):
+    report(bar, outcome, *rest)
     if outcome.state == "done":
         os.kill(os.getpid(), signal.SIGKILL)
 workers._report = report_then_die

@@ -18,8 +18,8 @@ except ImportError:  # the standalone package name
     except ImportError as err:
         raise ImportError("smartfrz.runtime.lightning_callback needs Lightning: pip install lightning") from err
 
-from smartfrz.runtime.accounting import batch_size
 from smartfrz.runtime.freezer import Freezer
+from smartfrz.utils.batches import batch_len
 
 try:
     from lightning.pytorch.utilities import rank_zero_info
@@ -105,7 +105,7 @@ class SmartFRZCallback(pl.Callback):
         if self.freezer is not None and trainer.global_step > self._seen_step:
             self._seen_step = trainer.global_step
             if self.freezer._pending_batch == 0:  # the module ran its own forward: count the batch for the FLOPs
-                self.freezer._pending_batch = batch_size(_inputs(batch))
+                self.freezer._pending_batch = batch_len(_inputs(batch))
             self.freezer.step()
             saved = self.freezer.flops.summary()["flops_saved_fraction"]
             metrics = {"smartfrz/blocks_frozen": float(self.freezer.num_frozen)}

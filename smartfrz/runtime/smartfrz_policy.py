@@ -163,6 +163,5 @@ class SmartFRZ(Policy):
             "window": self.window,
             "threshold": self.threshold,
             "min_window": self.min_window,
-            "total_steps": self.total_steps,
             "seed": self.seed,
         }
