@@ -11,12 +11,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from smartfrz.cli._common import HELP_FORMAT, Hint, Lazy, add_debug, positive
+from smartfrz.cli._common import HELP_FORMAT, Hint, Lazy, add_debug, positive, resolve
 
 NAME = "fit"
 HELP = "fit, evaluate and save a freeze predictor"
 LABEL_RULES = Lazy("smartfrz.predictor.labels:LABEL_RULES")
 BASELINES = Lazy("smartfrz.predictor.baselines:BASELINES")
+MODEL = "smartfrz.predictor.model:ModelConfig"
+TRAIN = "smartfrz.predictor.train:TrainConfig"
+FIT = "smartfrz.predictor.fit:FitConfig"
+RULE = "smartfrz.predictor.labels:LabelRule"
+
+
+def _default(target: str, name: str) -> Lazy:
+    """The default of dataclass field ``name`` of ``module:Class``, read on first use (defined there once)."""
+    return Lazy(target, lambda cls: getattr(cls, name))
+
+
 HINTS: list[Hint] = [
     (ValueError, r"at least \d+ snapshots", "the runs are shorter than --min-window: pass a smaller --min-window"),
     (ValueError, r"split is empty", "give more runs (e.g. more --seeds when collecting)"),
@@ -36,11 +47,29 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="%(choices)s; monotone: CKA >= tau from t on",
     )
     p.add_argument(
-        "--tau", type=float, default=0.999, help="CKA-vs-final threshold of the label rule (probe-calibrated)"
+        "--tau",
+        type=float,
+        default=_default(RULE, "tau"),
+        help="CKA-vs-final threshold of the label rule (probe-calibrated)",
     )
-    p.add_argument("--window", type=positive, default=8, help="snapshots per window W (shorter ones are masked)")
-    p.add_argument("--min-window", type=positive, default=3, help="judge a layer once it has this many snapshots")
-    p.add_argument("--horizon", type=float, default=0.25, help="look-ahead of the horizon rule, fraction of training")
+    p.add_argument(
+        "--window",
+        type=positive,
+        default=_default(MODEL, "window"),
+        help="snapshots per window W (shorter ones are masked)",
+    )
+    p.add_argument(
+        "--min-window",
+        type=positive,
+        default=_default(MODEL, "min_window"),
+        help="judge a layer once it has this many snapshots",
+    )
+    p.add_argument(
+        "--horizon",
+        type=float,
+        default=_default(RULE, "horizon"),
+        help="look-ahead of the horizon rule, fraction of training",
+    )
     p.add_argument(
         "--threshold-by",
         choices=("savings", "precision"),
@@ -48,11 +77,28 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="savings: the lowest threshold whose replay on the val runs freezes at most --max-early-share of "
         "blocks before their label frontier; precision: --min-precision on val windows",
     )
-    p.add_argument("--max-early-share", type=float, default=0.1, help="val blocks allowed to freeze early")
-    p.add_argument("--embed-dim", type=positive, default=32, help="dimension D of the fixed snapshot embedding")
-    p.add_argument("--hidden", type=positive, default=16, help="token width of the attention model")
-    p.add_argument("--heads", type=positive, default=4, help="attention heads")
-    p.add_argument("--min-precision", type=float, default=0.95, help="threshold picked for this precision on val")
+    p.add_argument(
+        "--max-early-share",
+        type=float,
+        default=_default(FIT, "max_early_share"),
+        help="val blocks allowed to freeze early",
+    )
+    p.add_argument(
+        "--embed-dim",
+        type=positive,
+        default=_default(MODEL, "embed_dim"),
+        help="dimension D of the fixed snapshot embedding",
+    )
+    p.add_argument(
+        "--hidden", type=positive, default=_default(MODEL, "hidden"), help="token width of the attention model"
+    )
+    p.add_argument("--heads", type=positive, default=_default(MODEL, "heads"), help="attention heads")
+    p.add_argument(
+        "--min-precision",
+        type=float,
+        default=_default(FIT, "min_precision"),
+        help="threshold picked for this precision on val",
+    )
     p.add_argument("--val-frac", type=float, default=0.2, help="fraction of groups per family for validation")
     p.add_argument("--test-frac", type=float, default=0.2, help="fraction of groups per family for test")
     p.add_argument("--group-by", choices=("run", "task"), default="run", help="the unit no split may cut")
@@ -60,11 +106,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--baselines", nargs="*", choices=BASELINES, metavar="NAME", default=BASELINES, help="baselines to score"
     )
-    p.add_argument("--epochs", type=positive, default=150, help="at most this many epochs (early stopping)")
-    p.add_argument("--batch-size", type=positive, default=256, help="windows per batch")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
-    p.add_argument("--patience", type=positive, default=20, help="early stopping: epochs without val improvement")
-    p.add_argument("--max-batches", type=positive, default=200, help="batches per epoch at most")
+    p.add_argument(
+        "--epochs", type=positive, default=_default(TRAIN, "epochs"), help="at most this many epochs (early stopping)"
+    )
+    p.add_argument("--batch-size", type=positive, default=_default(TRAIN, "batch_size"), help="windows per batch")
+    p.add_argument("--lr", type=float, default=_default(TRAIN, "lr"), help="AdamW learning rate")
+    p.add_argument(
+        "--patience",
+        type=positive,
+        default=_default(TRAIN, "patience"),
+        help="early stopping: epochs without val improvement",
+    )
+    p.add_argument(
+        "--max-batches",
+        type=positive,
+        default=_default(TRAIN, "max_batches_per_epoch"),
+        help="batches per epoch at most",
+    )
     p.add_argument("--seed", type=int, default=0, help="training and projection seed")
     p.add_argument("--no-latency", action="store_true", help="skip the 500-layer latency measurement")
     p.add_argument("--threads", type=positive, default=1, help="torch CPU threads (1 avoids spinning on shared cores)")
@@ -86,6 +144,7 @@ def fit_config(args: argparse.Namespace) -> Any:
     from smartfrz.predictor.model import ModelConfig
     from smartfrz.predictor.train import TrainConfig
 
+    args = argparse.Namespace(**{k: resolve(v) for k, v in vars(args).items()})
     model = ModelConfig(
         window=args.window,
         min_window=args.min_window,
