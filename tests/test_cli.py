@@ -102,3 +102,17 @@ def test_unknown_predictor_names_the_known_ones(capsys):
     assert cli.main(["latency", "--predictor", "nope"]) == 2
     err = _error(capsys)
     assert "no predictor named 'nope'" in err and "'default'" in err
+
+
+def test_pipeline_fit_stage_fits_on_smoke_traces(tmp_path):
+    """Stage 2 builds its FitConfig from the library defaults; a stale field name would fail here."""
+    import argparse
+
+    from smartfrz.cli import run as run_command
+    from smartfrz.testing import write_synthetic_traces
+
+    (tmp_path / "runs").mkdir()
+    write_synthetic_traces(tmp_path / "runs" / "syn.h5", n_runs=6, families=("cnn", "mlp"), n_snapshots=16, k=32)
+    out = tmp_path / "predictor.pt"
+    run_command._fit(argparse.Namespace(threads=1, preset="smoke"), tmp_path, out)
+    assert out.is_file() and out.with_suffix(".card.md").is_file()

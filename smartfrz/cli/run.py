@@ -62,7 +62,7 @@ def _collect(args: argparse.Namespace, traces: Path) -> None:
 
 
 def _fit(args: argparse.Namespace, traces: Path, predictor: Path) -> None:
-    """Stage 2: fit with the default settings (a short window and fit on the short smoke runs)."""
+    """Stage 2: fit with the default settings (a short fit on the short smoke runs)."""
     import torch
 
     from smartfrz.predictor.fit import FitConfig
@@ -71,7 +71,7 @@ def _fit(args: argparse.Namespace, traces: Path, predictor: Path) -> None:
     torch.set_num_threads(args.threads)
     cfg = FitConfig(traces=[str(traces / "runs")])
     if args.preset == "smoke":
-        cfg = replace(cfg, window=8, train=TrainConfig(epochs=5))
+        cfg = replace(cfg, train=TrainConfig(epochs=5))
     fit.fit_and_save(cfg, predictor, latency=False)
 
 
