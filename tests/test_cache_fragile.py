@@ -9,8 +9,9 @@ import torch
 
 import smartfrz.ops as ops
 from smartfrz.ops import reference
-from smartfrz.runtime import ActivationCache, CacheConfig, FreezeOut, Freezer
+from smartfrz.runtime import CacheConfig, FreezeOut, Freezer
 from smartfrz.runtime import cache as cache_module
+from smartfrz.runtime.cache import ActivationCache
 from smartfrz.zoo import models
 
 

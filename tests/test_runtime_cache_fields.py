@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smartfrz.runtime import ActivationCache, CacheConfig
+from smartfrz.runtime import CacheConfig
+from smartfrz.runtime.cache import ActivationCache
 
 
 def test_bool_field_round_trips_on_cpu() -> None:
