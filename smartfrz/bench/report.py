@@ -86,6 +86,11 @@ def targets(rows: list[dict[str, Any]], policy: str) -> dict[str, Any] | None:
     return out
 
 
+def _change(loss_points: float) -> str:
+    """An oracle probe's accuracy change against its unfrozen run, in the table's sign (gain positive)."""
+    return f"{-loss_points:+.2f} pts ({'lost' if loss_points > 0 else 'no loss'})"
+
+
 def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     """Per task and policy, paired means and spreads over seeds, the oracle row, and the targets."""
     policies = raw["config"]["policies"]
@@ -150,7 +155,7 @@ def markdown(summary: dict[str, Any], raw: dict[str, Any]) -> str:
     if raw.get("oracle"):
         lines += ["", "Oracle (CKA-ladder schedules probed from the earliest; kept: first within the tolerance):", ""]
         for entry in raw["oracle"]:
-            tried = ", ".join(f"tau {p['tau']:g}: {p['loss_points']:+.2f} pts lost" for p in entry["probes"]) or "none"
+            tried = ", ".join(f"tau {p['tau']:g}: {_change(p['loss_points'])}" for p in entry["probes"]) or "none"
             kept = "no freezing" if entry["chosen"] is None else f"tau {entry['probes'][entry['chosen']]['tau']:g}"
             lines.append(f"- {entry['task']} seed {entry['seed']}: tried {tried}; kept {kept}")
     return "\n".join(lines) + "\n"
