@@ -198,3 +198,26 @@ def test_a_run_read_twice_is_refused(tmp_path) -> None:
     b = write_synthetic_traces(tmp_path / "b.h5", n_runs=1, n_snapshots=10, k=16)  # same first run id as a.h5
     with pytest.raises(ValueError, match="more than one"):
         load_windows([a, b], 4, LabelRule(), lambda x: x[..., :4], 16)
+
+
+def test_lr_context_matches_the_runtime_when_a_schedule_ends_at_zero() -> None:
+    """Cosine and linear decay record lr 0 at the last snapshot; that must not throw the whole curve away."""
+    from types import SimpleNamespace
+
+    from smartfrz.predictor.dataset import run_context
+
+    lr = np.array([0.0, 0.05, 0.1, 0.05, 0.0])  # warm-up from 0, decay to 0
+    run = SimpleNamespace(steps=np.arange(1, 6) * 10, lr=lr, depth=np.array([0.0, 1.0]), layer_names=["a", "b"])
+    ctx = run_context(run)
+    np.testing.assert_allclose(ctx[:, 0, 1], [1.0, 1.0, 1.0, 0.5, 0.0])  # 1 while the peak is still 0
+    np.testing.assert_allclose(ctx[:, 0, 0], [0.2, 0.4, 0.6, 0.8, 1.0])
+    np.testing.assert_allclose(ctx[0, :, 2], [0.0, 1.0])
+    assert np.all(run_context(SimpleNamespace(**{**vars(run), "lr": None}))[..., 1] == 1.0)
+
+
+def test_simulator_never_freezes_an_unjudged_layer_even_at_threshold_zero() -> None:
+    labels = np.zeros((6, 3), bool)
+    data = _window_set(labels, np.array([0, 1, 2]))
+    probs = np.full((6, 3), np.nan)
+    probs[3:] = 0.0  # judged from snapshot 3 on
+    assert simulate(data, probs.ravel(), 0.0)[0].predicted == [3, 3]

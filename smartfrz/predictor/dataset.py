@@ -71,8 +71,10 @@ def run_context(run: RunData) -> np.ndarray:
     """Context [T, L, 3] of a run: progress t/T, learning rate over its peak so far, layer depth fraction."""
     n_t = len(run.steps)
     progress = run.steps.astype(np.float64) / max(1, int(run.steps[-1]))
-    known = run.lr is not None and bool(np.all(run.lr > 0))  # traces from before lr was recorded: constant lr
-    lr_rel = run.lr / np.maximum.accumulate(run.lr) if known else np.ones(n_t)
+    lr_rel = np.ones(n_t)  # traces from before lr was recorded: constant learning rates
+    if run.lr is not None:  # as the runtime: the rate over the highest seen so far (1 while that is still 0)
+        peak = np.maximum.accumulate(run.lr.astype(np.float64))
+        lr_rel = np.where(peak > 0, run.lr / np.where(peak > 0, peak, 1.0), 1.0)
     out = np.empty((n_t, len(run.layer_names), 3), dtype=np.float32)
     out[..., 0] = progress[:, None]
     out[..., 1] = lr_rel[:, None]

@@ -39,7 +39,7 @@ def _staircase(scores: np.ndarray, layout: RunLayout, threshold: float) -> np.nd
     """
     n_t = scores.shape[0]
     n_free = int(layout.block.max())  # the head (last block) never freezes
-    ok = np.nan_to_num(scores, nan=0.0) >= threshold
+    ok = ~np.isnan(scores) & (np.nan_to_num(scores, nan=0.0) >= threshold)  # unjudged layers never pass
     out = np.full(n_free, n_t, dtype=np.int64)
     frozen = 0
     for t in range(n_t):
@@ -130,7 +130,8 @@ def choose_threshold_by_savings(
     savings the objective (they grow as the threshold falls). Falls back to the strictest grid value.
     """
     grid = np.round(np.arange(0.5, 0.991, 0.01), 2) if grid is None else grid
-    best = (float(grid[-1]), summarise(simulate(data, probs, float(grid[-1]))))
+    strictest = float(np.max(grid))
+    best = (strictest, summarise(simulate(data, probs, strictest)))
     for thr in sorted(grid, reverse=True):
         summary = summarise(simulate(data, probs, float(thr)))
         if summary["all"]["early_block_share"] <= max_early_share:  # type: ignore[index]

@@ -65,6 +65,7 @@ class SmartFRZ(Policy):
         self.min_window = int(getattr(predictor, "min_window", self.window))
         self._peak_lr = 0.0
         self._lr_rel = 1.0
+        self._recorded_step = 0  # step of the latest snapshot: the traces' progress is that of their snapshot
         self.incremental = isinstance(predictor, IncrementalPredictorProtocol)
         self.recorder: WeightRecorder | None = None
         self._judged: list[int] = []  # layer indices (into ctx.layers) that the recorder tracks
@@ -84,6 +85,7 @@ class SmartFRZ(Policy):
         """Take a snapshot every ``record_every`` steps."""
         if self.recorder is not None and step % self.record_every == 0:
             self.recorder.record()
+            self._recorded_step = step
             lr = float(self.ctx.optimizer.param_groups[0]["lr"]) if self.ctx is not None else 0.0
             self._peak_lr = max(self._peak_lr, lr)
             self._lr_rel = lr / self._peak_lr if self._peak_lr > 0 else 1.0
@@ -92,22 +94,22 @@ class SmartFRZ(Policy):
         """Every ``stage_every`` steps."""
         return step % self.stage_every == 0
 
-    def _context(self, rows: list[int], step: int) -> Tensor:
+    def _context(self, rows: list[int]) -> Tensor:
         """Context [n, 3] of these recorder rows: progress (NaN without total_steps), lr over its peak, depth."""
         assert self.ctx is not None
         n_layers = len(self.ctx.layers)
-        progress = step / self.total_steps if self.total_steps else float("nan")
+        progress = self._recorded_step / self.total_steps if self.total_steps else float("nan")
         depth = [self._judged[r] / max(1, n_layers - 1) for r in rows]
         return torch.tensor([[progress, self._lr_rel, d] for d in depth], dtype=torch.float32)
 
     @torch.no_grad()
-    def _predict(self, rows: list[int], step: int) -> Tensor:
+    def _predict(self, rows: list[int]) -> Tensor:
         """P(converged) on the CPU for these recorder rows, through the incremental path when available."""
         assert self.recorder is not None
         device = _predictor_device(self.predictor)
         if self.contextual:
             windows, valid = self.recorder.partial_windows(rows, embedded=self.incremental)
-            context = self._context(rows, step)
+            context = self._context(rows)
             if device is not None:
                 windows, valid, context = windows.to(device), valid.to(device), context.to(device)
             fn = self.predictor.predict_from_embeddings if self.incremental else self.predictor.predict_proba  # type: ignore[attr-defined]
@@ -127,7 +129,7 @@ class SmartFRZ(Policy):
         if self.recorder is None or self.recorder.count < self.min_window or not self.recorder.active:
             return num_frozen
         rows = self.recorder.active  # recorder rows == positions in self._judged
-        probs = self._predict(rows, step)
+        probs = self._predict(rows)
         if probs.shape != (len(rows),) or not bool(torch.isfinite(probs).all()):
             raise RuntimeError(f"predictor returned {tuple(probs.shape)} / non-finite values for {len(rows)} windows")
         layer_prob = {self._judged[r]: float(p) for r, p in zip(rows, probs.tolist(), strict=True)}
@@ -146,13 +148,20 @@ class SmartFRZ(Policy):
             self.recorder.set_active(keep)
 
     def state_dict(self) -> dict[str, Any]:
-        """The recorder's windows and position."""
-        return {"recorder": None if self.recorder is None else self.recorder.state_dict()}
+        """The recorder's windows and position, and the context (peak lr, last snapshot step)."""
+        return {
+            "recorder": None if self.recorder is None else self.recorder.state_dict(),
+            "context": {"peak_lr": self._peak_lr, "lr_rel": self._lr_rel, "recorded_step": self._recorded_step},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the recorder's windows and position."""
+        """Restore the recorder's windows and position and the context; k, window and seed must match."""
         if self.recorder is not None and state["recorder"] is not None:
             self.recorder.load_state_dict(state["recorder"])
+        context = state.get("context", {})  # absent in checkpoints from before the context inputs
+        self._peak_lr = float(context.get("peak_lr", 0.0))
+        self._lr_rel = float(context.get("lr_rel", 1.0))
+        self._recorded_step = int(context.get("recorded_step", 0))
 
     def describe(self) -> dict[str, Any]:
         """Name and schedule settings."""
