@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
-from test_runtime_support import RelChangePredictor, data, mlp
+from test_runtime_support import RelChangePredictor, data, lightning_mlp
 
 
 def _always_converged() -> RelChangePredictor:
@@ -21,18 +20,6 @@ def test_lightning_callback_plans_from_the_trainer_and_logs(tmp_path: Path) -> N
     """total_steps = estimated_stepping_batches; freeze lines via Lightning's logger; metrics to logger and bar."""
     pl = pytest.importorskip("lightning.pytorch", reason="Lightning not installed (pip install lightning)")
     from smartfrz.runtime.lightning_callback import SmartFRZCallback
-
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = mlp()
-
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            return F.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=0.05)
 
     lines: list[str] = []
     handler = logging.Handler()
@@ -53,7 +40,7 @@ def test_lightning_callback_plans_from_the_trainer_and_logs(tmp_path: Path) -> N
         callbacks=[callback],
     )
     try:
-        trainer.fit(Module(), loader)
+        trainer.fit(lightning_mlp(pl), loader)
     finally:
         logging.getLogger("lightning.pytorch").removeHandler(handler)
     freezer = callback.freezer
@@ -130,18 +117,6 @@ def test_lightning_checkpoint_restores_the_freezer(tmp_path: Path) -> None:
     pl = pytest.importorskip("lightning.pytorch", reason="Lightning not installed (pip install lightning)")
     from smartfrz.runtime.lightning_callback import SmartFRZCallback
 
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = mlp()
-
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            return F.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=0.05)
-
     x, y = data()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
 
@@ -151,7 +126,7 @@ def test_lightning_checkpoint_restores_the_freezer(tmp_path: Path) -> None:
             max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, default_root_dir=tmp_path, callbacks=[callback],
         )  # fmt: skip
-        trainer.fit(Module(), loader, ckpt_path=ckpt)
+        trainer.fit(lightning_mlp(pl), loader, ckpt_path=ckpt)
         return callback, trainer
 
     full, _ = fit(8)

@@ -6,26 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
-from test_runtime_support import data, mlp
+from test_runtime_support import data, lightning_mlp
 
 from smartfrz.runtime import FreezeOut
 
 pl = pytest.importorskip("lightning.pytorch", reason="Lightning not installed (pip install lightning)")
 from smartfrz.runtime.lightning_callback import SmartFRZCallback  # noqa: E402
-
-
-class _Module(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = mlp(bn=False)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
 def _fit(tmp_path: Path, max_steps: int, accumulate: int = 1, ckpt: Path | None = None, save: Path | None = None):
@@ -34,7 +20,7 @@ def _fit(tmp_path: Path, max_steps: int, accumulate: int = 1, ckpt: Path | None 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
     callback = SmartFRZCallback(FreezeOut(total_steps=8, t0=0.25), module_attr="net")
     torch.manual_seed(0)
-    module = _Module()
+    module = lightning_mlp(pl, bn=False)
     trainer = pl.Trainer(
         max_steps=max_steps,
         accumulate_grad_batches=accumulate,

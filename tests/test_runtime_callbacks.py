@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
-from test_runtime_support import data, mlp
+from test_runtime_support import data, lightning_mlp
 
 from smartfrz.runtime import FreezeOut
 
@@ -17,22 +16,10 @@ def test_lightning_callback_freezes_and_checkpoints(tmp_path: Path) -> None:
     pl = pytest.importorskip("lightning.pytorch", reason="Lightning not installed (pip install lightning)")
     from smartfrz.runtime.lightning_callback import SmartFRZCallback
 
-    class Module(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = mlp()
-
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            return F.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.Adam(self.parameters(), lr=1e-2)
-
     x, y = data()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
     callback = SmartFRZCallback(FreezeOut(total_steps=8, t0=0.25), module_attr="net")
-    module = Module()
+    module = lightning_mlp(pl, lr=1e-2, adam=True)
     trainer = pl.Trainer(
         max_steps=8,
         accelerator="cpu",

@@ -6,27 +6,10 @@ import logging
 
 import pytest
 import torch
-from test_runtime_support import data, mlp, train
+from test_runtime_support import FreezeAt, data, mlp, train
 from torch import nn
 
-from smartfrz.runtime import FreezeOut, Freezer, Policy
-
-
-class FreezeAt(Policy):
-    """Test policy: freeze ``n`` blocks at step ``at`` (score 0.9 per block)."""
-
-    name = "freeze_at"
-
-    def __init__(self, at: int, n: int) -> None:
-        super().__init__()
-        self.at, self.n = at, n
-
-    def is_stage(self, step: int) -> bool:
-        return step == self.at
-
-    def decide(self, step: int, num_frozen: int) -> int:
-        self.block_scores = {b: 0.9 for b in range(self.n)}
-        return self.n
+from smartfrz.runtime import FreezeOut, Freezer
 
 
 class FakeWriter:

@@ -5,27 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_runtime_support import data, mlp
+from test_runtime_support import FreezeAt, data, mlp
 from torch import nn
 
-from smartfrz.runtime import CacheConfig, FreezeOut, Freezer, Policy
+from smartfrz.runtime import CacheConfig, FreezeOut, Freezer
 from smartfrz.runtime.cache import ActivationCache
-
-
-class FreezeAt(Policy):
-    """Freeze ``n`` blocks at step ``at``."""
-
-    name = "freeze_at"
-
-    def __init__(self, at: int, n: int) -> None:
-        super().__init__()
-        self.at, self.n = at, n
-
-    def is_stage(self, step: int) -> bool:
-        return step == self.at
-
-    def decide(self, step: int, num_frozen: int) -> int:
-        return self.n
 
 
 def _cached(dataset_size: int | None = None) -> tuple[Freezer, nn.Module]:

@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-from test_runtime_freezer import FreezeAt
-from test_runtime_support import RelChangePredictor, data, mlp, train
+from test_runtime_support import FreezeAt, RelChangePredictor, data, mlp, train
 
 from smartfrz.runtime import FreezeOut, Freezer, FreezerSummary, with_index
 

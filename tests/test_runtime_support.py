@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smartfrz.runtime import Freezer
+from smartfrz.runtime import Freezer, Policy
 
 
 class RelChangePredictor:
@@ -103,3 +105,39 @@ def test_fake_predictors_agree_on_constant_and_moving_windows() -> None:
         else:
             probs = p.predict_proba(windows)
         assert probs[0] > 0.99 and probs[1] < 0.01
+
+
+def lightning_mlp(pl: Any, lr: float = 0.05, adam: bool = False, bn: bool = True) -> Any:
+    """A LightningModule around ``mlp(bn=bn)`` as ``.net``, cross-entropy loss, SGD (or Adam) at ``lr``."""
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = mlp(bn=bn)
+
+        def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+            x, y = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            optimizer = torch.optim.Adam if adam else torch.optim.SGD
+            return optimizer(self.parameters(), lr=lr)
+
+    return Module()
+
+
+class FreezeAt(Policy):
+    """Test policy: freeze ``n`` blocks at step ``at`` (score 0.9 per block)."""
+
+    name = "freeze_at"
+
+    def __init__(self, at: int, n: int) -> None:
+        super().__init__()
+        self.at, self.n = at, n
+
+    def is_stage(self, step: int) -> bool:
+        return step == self.at
+
+    def decide(self, step: int, num_frozen: int) -> int:
+        self.block_scores = {b: 0.9 for b in range(self.n)}
+        return self.n

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_runtime_support import data, mlp
+from test_runtime_support import FreezeAt, data, mlp
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from smartfrz.runtime import CacheConfig, Freezer, Policy
+from smartfrz.runtime import CacheConfig, Freezer
 
 # aten ops that read device values on the host (or size their output from them): each is a sync on CUDA.
 SYNC_OPS = {
@@ -43,18 +43,6 @@ class CountSyncs(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-class FreezeAt(Policy):
-    """Freeze two blocks at step 1."""
-
-    name = "freeze_at"
-
-    def is_stage(self, step: int) -> bool:
-        return step == 1
-
-    def decide(self, step: int, num_frozen: int) -> int:
-        return 2
-
-
 def _step(freezer: Freezer, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> int:
     """One training step; returns the syncs counted during the freezer's forward."""
     opt = freezer.optimizer
@@ -73,7 +61,7 @@ def test_cached_forward_syncs_by_proxy(dtype: str) -> None:
     """An all-hit cached forward runs no sync-causing op; a miss forward none either (float fields)."""
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    freezer = Freezer(model, opt, FreezeAt(), cache=CacheConfig(dtype=dtype), deterministic_inputs=True)
+    freezer = Freezer(model, opt, FreezeAt(1, 2), cache=CacheConfig(dtype=dtype), deterministic_inputs=True)
     x, y = data()
     model.train()
     _step(freezer, x, y, torch.arange(16))  # first step: FLOP measurement and the split check
@@ -105,7 +93,7 @@ def test_all_hit_step_has_no_sync_on_cuda(location: str, dtype: str) -> None:
     model = mlp().cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     cfg = CacheConfig(dtype=dtype, location=location)
-    freezer = Freezer(model, opt, FreezeAt(), cache=cfg, deterministic_inputs=True)
+    freezer = Freezer(model, opt, FreezeAt(1, 2), cache=cfg, deterministic_inputs=True)
     x, y = (t.cuda() for t in data())
     model.train()
     for _ in range(2):

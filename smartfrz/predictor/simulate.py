@@ -130,12 +130,13 @@ def choose_threshold_by_savings(
     savings the objective (they grow as the threshold falls). Falls back to the strictest grid value.
     """
     grid = np.round(np.arange(0.5, 0.991, 0.01), 2) if grid is None else grid
-    strictest = float(np.max(grid))
-    best = (strictest, summarise(simulate(data, probs, strictest)))
-    for thr in sorted(grid, reverse=True):
-        summary = summarise(simulate(data, probs, float(thr)))
-        if summary["all"]["early_block_share"] <= max_early_share:  # type: ignore[index]
-            best = (float(thr), summary)
-        else:
+    best: tuple[float, dict[str, object]] | None = None
+    for thr in sorted((float(t) for t in grid), reverse=True):  # strictest first: it is the fallback
+        summary = summarise(simulate(data, probs, thr))
+        too_early = summary["all"]["early_block_share"] > max_early_share  # type: ignore[index]
+        if best is None or not too_early:
+            best = (thr, summary)
+        if too_early:
             break
+    assert best is not None, "the threshold grid is empty"
     return best
