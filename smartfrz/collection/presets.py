@@ -15,6 +15,9 @@ _CORPUS_NEW = (
     "digits_vit",
     "mnist1d_conv1d",
     "digits_mlp_adam",
+    "digits_resnet",
+    "digits_vgg",
+    "digits_mixer",
 )
 RECIPES = (("constant", 0.0), ("cosine", 0.05), ("linear", 0.0), ("step", 0.0), ("cosine", 0.0))
 """Learning-rate recipes of the corpus: (schedule, warm-up fraction)."""
@@ -65,10 +68,11 @@ PRESETS: dict[str, Preset] = {
     "corpus": Preset(
         name="corpus",
         description=(
-            "13 tasks over 10 families (plain/LeNet/ResNet/VGG/MobileNet CNNs, MLPs, MLP-Mixer, ViT, 1-D CNN, "
-            "text transformer) x 5 lr recipes (constant, cosine with/without warm-up, linear, step); ~1 min per run"
+            "18 tasks over 10 families (plain/LeNet/ResNet/VGG/MobileNet CNNs, MLPs, MLP-Mixer, ViT, 1-D CNN, "
+            "text transformer; ImageNet MobileNetV2 fine-tuning) x 5 lr recipes (constant, cosine with/without "
+            "warm-up, linear, step) x 2 seeds: 180 runs, ~1 min each (fine-tuning ~3 min)"
         ),
-        tasks=(*_SCRATCH_CNNS, *_MLPS, "bbc_transformer", *_CORPUS_NEW),
+        tasks=(*_SCRATCH_CNNS, *_MLPS, "bbc_transformer", *_CORPUS_NEW, "fmnist_mobilenetv2_ft"),
         data_size="default",
         seeds=(100, 101),  # seeds no other preset uses, so run ids stay unique across trace files
         lr_indices=(0, 1, 2),
@@ -88,6 +92,7 @@ PRESETS: dict[str, Preset] = {
             "fmnist_mixer": {"max_train": 3000, "epochs": 8},
             "fmnist_vit": {"max_train": 3000, "epochs": 8},
             "bbc_transformer": {"max_train": 600, "epochs": 6, "probe_size": 64, "val_snapshot_size": 64},
+            "fmnist_mobilenetv2_ft": {"max_train": 800, "probe_size": 64, "val_snapshot_size": 64},
         },
     ),
     "full": Preset(

@@ -159,9 +159,55 @@ CORPUS_TASKS = (
         smoke_max_train=512,
         default_max_train=None,
     ),
+    Task(
+        name="digits_resnet",
+        family="resnet",
+        scenario="scratch",
+        dataset="digits_8x8",
+        build_model=models.SmallResNet,
+        load_data=_digits_images,
+        epochs=15,
+        batch_size=64,
+        optimizer="sgd",
+        lrs=(0.02, 0.05, 0.1),
+        weight_decay=5e-4,
+        smoke_max_train=512,
+        default_max_train=None,
+    ),
+    Task(
+        name="digits_vgg",
+        family="vgg",
+        scenario="scratch",
+        dataset="digits_8x8",
+        build_model=functools.partial(models.vgg_cnn, widths=(16, 32), hidden=64),
+        load_data=_digits_images,
+        epochs=15,
+        batch_size=64,
+        optimizer="sgd",
+        lrs=(0.01, 0.02, 0.05),
+        weight_decay=5e-4,
+        smoke_max_train=512,
+        default_max_train=None,
+    ),
+    Task(
+        name="digits_mixer",
+        family="mixer",
+        scenario="scratch",
+        dataset="digits_8x8",
+        build_model=functools.partial(models.mlp_mixer, image=8, patch=2, dim=48, depth=3),
+        load_data=_digits_images,
+        epochs=15,
+        batch_size=64,
+        optimizer="adamw",
+        lrs=(1e-3, 2e-3, 4e-3),
+        weight_decay=5e-2,
+        smoke_max_train=512,
+        default_max_train=None,
+    ),
 )
-"""Tasks added for a diverse trace corpus: more families (plain and LeNet CNNs, MLP-Mixer, ViT, 1-D CNN) and
-optimizers (Adam), each small enough to train in about a minute on one CPU thread."""
+"""Tasks added for a diverse trace corpus: more families (plain and LeNet CNNs, MLP-Mixer, ViT, 1-D CNN),
+second datasets for the ResNet, VGG, Mixer and ViT families, and optimizers (Adam), each small enough to train
+in about a minute on one CPU thread."""
 
 
 BUILTIN_TASKS = (
