@@ -12,7 +12,7 @@ import torch
 from smartfrz.bench import BENCH_TASKS, PolicySpec, ScheduledFreeze
 from smartfrz.bench.__main__ import main, training_tasks
 from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
-from smartfrz.bench.report import paired
+from smartfrz.bench.report import merge_shards, paired
 from smartfrz.bench.tasks import held_out
 from smartfrz.predictor.checkpoint import save_checkpoint
 from smartfrz.predictor.labels import LabelRule
@@ -185,3 +185,22 @@ def test_nan_free_summary(quick_results):
     for row in raw["summary"]["rows"]:
         for key in ("acc_mean", "delta_points_mean", "flops_saved_mean", "wall_saved_mean"):
             assert math.isfinite(row[key])
+
+
+def test_merge_rewrites_the_report_of_shards_and_refuses_mismatched_ones(quick_results, tmp_path):
+    out, raw = quick_results
+    merged_out = tmp_path / "merged"
+    assert main(["--merge", str(out), "--out", str(merged_out), "--no-plots"]) == 0
+    merged = json.loads((merged_out / "results.json").read_text())
+    assert merged["summary"] == raw["summary"]
+    assert (merged_out / "results.md").read_text() == (out / "results.md").read_text()
+    with pytest.raises(ValueError, match="more than one bench shard"):
+        merge_shards([raw, raw])
+    other = {**raw, "config": {**raw["config"], "tasks": ["other"], "seeds": [7]}}
+    with pytest.raises(ValueError, match=r"other settings than shard 0: \['seeds'\]"):
+        merge_shards([raw, other])
+
+
+def test_merge_of_missing_results_is_a_clear_error(tmp_path, capsys):
+    assert main(["--merge", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert "no bench results at" in _error(capsys)

@@ -91,6 +91,32 @@ def _change(loss_points: float) -> str:
     return f"{-loss_points:+.2f} pts ({'lost' if loss_points > 0 else 'no loss'})"
 
 
+def merge_shards(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One raw result from bench shards that ran disjoint tasks with otherwise equal settings (one per core)."""
+    if not shards:
+        raise ValueError("no bench results to merge")
+    first = shards[0]
+    settings = {k: v for k, v in first["config"].items() if k != "tasks"}
+    seen: set[str] = set()
+    for i, shard in enumerate(shards):
+        other = {k: v for k, v in shard["config"].items() if k != "tasks"}
+        changed = sorted(k for k in settings.keys() | other.keys() if settings.get(k) != other.get(k))
+        if changed:
+            raise ValueError(f"bench shard {i} ran with other settings than shard 0: {changed}")
+        if shard.get("predictor") != first.get("predictor"):
+            raise ValueError(f"bench shard {i} used another predictor than shard 0")
+        tasks = set(shard["config"]["tasks"])
+        if tasks & seen:
+            raise ValueError(f"tasks {sorted(tasks & seen)} appear in more than one bench shard")
+        seen |= tasks
+    merged = {k: v for k, v in first.items() if k != "summary"}
+    merged["config"] = {**first["config"], "tasks": [t for s in shards for t in s["config"]["tasks"]]}
+    merged["runs"] = [r for s in shards for r in s["runs"]]
+    merged["oracle"] = [o for s in shards for o in s["oracle"]]
+    merged["command"] = " ; ".join(s.get("command", "") for s in shards)
+    return merged
+
+
 def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     """Per task and policy, paired means and spreads over seeds, the oracle row, and the targets."""
     policies = raw["config"]["policies"]

@@ -82,6 +82,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-seen-tasks", action="store_true", help="allow tasks the predictor was trained on")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="train nothing: merge the results.json of bench runs on disjoint --tasks (e.g. one per core) into --out",
+    )
     add_debug(p)
     p.set_defaults(func=run, hints=HINTS)
 
@@ -215,7 +222,24 @@ def run_bench(cfg: Any, out: Path, *, threads: int | None = None, plots: bool = 
     return paths["markdown"]
 
 
+def merge(folders: list[Path], out: Path, plots: bool) -> Path:
+    """Merge the results of bench shards into one report under `out` and return its results.md."""
+    from smartfrz.bench.report import merge_shards
+
+    missing = [str(f / "results.json") for f in folders if not (f / "results.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"no bench results at {missing}")
+    raw = merge_shards([json.loads((f / "results.json").read_text()) for f in folders])
+    paths = write_outputs(raw, out, plots)
+    print(paths["markdown"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return paths["markdown"]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Benchmark and write the outputs."""
+    """Benchmark (or merge earlier shards) and write the outputs."""
+    if args.merge:
+        merge(args.merge, args.out, plots=not args.no_plots)
+        return 0
     run_bench(make_config(args), args.out, threads=args.threads, plots=not args.no_plots, command=args.command)
     return 0
