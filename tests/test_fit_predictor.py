@@ -92,6 +92,17 @@ def test_fit_rejects_min_windows_longer_than_runs(traces, tmp_path, capsys):
         main([*args, "--debug"])
 
 
+def test_fit_is_the_default_subcommand(traces, tmp_path, capsys):
+    """`python -m smartfrz.fit_predictor --traces ...` (the design card's command) means `... fit --traces ...`."""
+    out = str(tmp_path / "x.pt")
+    args = ["--traces", str(traces), "--out", out, "--window", "50", "--min-window", "30", "--no-latency"]
+    assert main(args) == 2
+    assert "at least 30 snapshots" in capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "{fit,latency,probes}" in capsys.readouterr().out
+
+
 def test_latency_command(fitted, capsys):
     assert main(["latency", "--predictor", str(fitted), "--layers", "20"]) == 0
     out = json.loads(capsys.readouterr().out)
