@@ -141,3 +141,20 @@ class FreezeAt(Policy):
     def decide(self, step: int, num_frozen: int) -> int:
         self.block_scores = {b: 0.9 for b in range(self.n)}
         return self.n
+
+
+class Stages(Policy):
+    """Test policy: after step s, freeze up to ``plan[s]`` blocks (several stages, so the cache advances)."""
+
+    name = "stages"
+
+    def __init__(self, plan: dict[int, int]) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def is_stage(self, step: int) -> bool:
+        return step in self.plan
+
+    def decide(self, step: int, num_frozen: int) -> int:
+        self.block_scores = {b: 0.9 for b in range(self.plan[step])}
+        return self.plan[step]

@@ -9,6 +9,7 @@ Three added lines in a plain loop::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -30,10 +31,11 @@ from smartfrz.runtime.events import Echo, EventLog, FreezeEvent
 from smartfrz.runtime.indices import host_indices
 from smartfrz.runtime.mechanism import base_optimizer, freeze_module
 from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
+from smartfrz.runtime.precision import Autocast
 from smartfrz.runtime.protocols import PredictorProtocol
 from smartfrz.runtime.smartfrz_policy import SmartFRZ
 from smartfrz.runtime.summary import FreezerSummary
-from smartfrz.utils.batches import batch_len, take
+from smartfrz.utils.batches import batch_len, first_tensor, take
 from smartfrz.utils.modes import eval_mode
 
 log = logging.getLogger("smartfrz.runtime")
@@ -171,6 +173,7 @@ class Freezer:
         self._pending_batch = 0
         self._pending_hits = 0
         self._warned_no_idx = False
+        self._autocast: Autocast | None = None  # the setting the cached rows were computed under
         if self.cache is not None and self._ddp_kwargs is not None:
             self._rewrap()
 
@@ -238,6 +241,7 @@ class Freezer:
         if f == 0:
             return self._suffix()(x)
         assert self.cache is not None
+        self._track_autocast(x)
         with torch.no_grad():
             if keys is None:
                 h = run_blocks(self.blocks, x, 0, f)
@@ -246,6 +250,15 @@ class Freezer:
                 h = self.cache.fetch(x, keys, lambda xs: run_blocks(self.blocks, xs, 0, f))
                 self._pending_hits += self.cache.hits - hits
         return self._suffix()(h)
+
+    def _track_autocast(self, x: Any) -> None:
+        """Remember the forward's autocast setting; rows computed under another one are dropped, not served."""
+        ref = first_tensor(x)
+        state = Autocast.current(ref.device if ref is not None else torch.device("cpu"))
+        if self._autocast is not None and state != self._autocast and self.cache is not None and self.cache.rows:
+            log.info("autocast setting changed (%s -> %s): the activation cache is refilled", self._autocast, state)
+            self.cache.clear()
+        self._autocast = state
 
     def _suffix(self) -> nn.Module:
         """The module that runs the trainable blocks (a DDP wrapper over them under DDP)."""
@@ -308,7 +321,8 @@ class Freezer:
         self.num_frozen = target
         self.policy.on_frozen(target)
         if self.cache is not None:
-            self.cache.advance(lambda h: run_blocks(self.blocks, h, old, target))
+            with self._autocast.replay() if self._autocast is not None else contextlib.nullcontext():
+                self.cache.advance(lambda h: run_blocks(self.blocks, h, old, target))
         if self._ddp_kwargs is not None:
             self._rewrap()
 
