@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from smartfrz.runtime import distributed
 from smartfrz.runtime.accounting import FlopAccount, measure_block_flops
 from smartfrz.runtime.cache import ActivationCache, CacheConfig
 from smartfrz.runtime.events import Echo, EventLog, FreezeEvent
+from smartfrz.runtime.gradflow import STARVED_HINT, starved
 from smartfrz.runtime.indices import host_indices
 from smartfrz.runtime.mechanism import base_optimizer, freeze_module
 from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
@@ -174,6 +176,7 @@ class Freezer:
         self._pending_hits = 0
         self._warned_no_idx = False
         self._autocast: Autocast | None = None  # the setting the cached rows were computed under
+        self._check_gradflow = False  # after a freeze: check once that the first trainable block gets gradients
         if self.cache is not None and self._ddp_kwargs is not None:
             self._rewrap()
 
@@ -297,6 +300,8 @@ class Freezer:
         step, f = self.step_count, self.num_frozen
         self.flops.on_step(self._pending_batch, f, self._pending_hits)
         self._pending_batch = self._pending_hits = 0
+        if self._check_gradflow:
+            self._check_first_trainable()
         rank0 = distributed.is_rank0()
         if rank0:
             self.policy.observe(step, f)
@@ -310,6 +315,18 @@ class Freezer:
                 self._freeze_to(target, step, scores)
         self.overhead_s += time.perf_counter() - start
 
+    def _check_first_trainable(self) -> None:
+        """Warn once per freeze when the first trainable block got no gradient (reentrant checkpointing)."""
+        first, *rest = (b.module for b in self.blocks[self.num_frozen :])
+        verdict = starved(first, rest)
+        if verdict is None:
+            return  # gradients already cleared: look again after the next step
+        self._check_gradflow = False
+        if verdict:
+            message = STARVED_HINT.format(name=self.blocks[self.num_frozen].name)
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
     def _freeze_to(self, target: int, step: int | None, scores: dict[int, float]) -> None:
         """Freeze blocks ``num_frozen..target-1`` (``step`` None: restoring a checkpoint, no events)."""
         old = self.num_frozen
@@ -319,6 +336,7 @@ class Freezer:
             if step is not None:
                 self.events.add(FreezeEvent(step, b, self.blocks[b].name, scores.get(b), self.policy.name))
         self.num_frozen = target
+        self._check_gradflow = True
         self.policy.on_frozen(target)
         if self.cache is not None:
             with self._autocast.replay() if self._autocast is not None else contextlib.nullcontext():
