@@ -28,6 +28,7 @@ from smartfrz.layers import find_layers
 from smartfrz.runtime import distributed
 from smartfrz.runtime.accounting import FlopAccount, measure_block_flops
 from smartfrz.runtime.cache import ActivationCache, CacheConfig
+from smartfrz.runtime.compiled import compile_advice
 from smartfrz.runtime.events import Echo, EventLog, FreezeEvent
 from smartfrz.runtime.gradflow import STARVED_HINT, starved
 from smartfrz.runtime.indices import host_indices
@@ -150,6 +151,10 @@ class Freezer:
             raise ValueError(
                 f"{err}\nWith the freezer: Freezer(model, optimizer, blocks=['stem', 'stage1', ..., 'head'])."
             ) from err
+        advice = compile_advice(self.module, self.cache is not None, len(self.blocks))
+        if advice is not None:
+            log.warning(advice)
+            warnings.warn(advice, UserWarning, stacklevel=2)
         self.layers = find_layers(self.module)
         where = layer_block_index(self.module, self.blocks)
         self.policy = resolve_policy(policy, record_every, stage_every, window, threshold, seed, total_steps)
