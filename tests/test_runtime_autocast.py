@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from test_runtime_support import Stages, data, mlp
+from test_runtime_support import Stages, mlp, train
 
 from smartfrz.runtime import CacheConfig, Freezer
 from smartfrz.runtime.cache import ActivationCache, storage_dtype
@@ -25,20 +24,11 @@ def _train(
     model = mlp(bn=False).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     freezer = Freezer(model, opt, Stages({3: 1, 8: 2}), cache=cache, deterministic_inputs=True, verbose=False)
-    x, y = (t.to(device) for t in data())
-    losses = []
-    for step in range(steps):
-        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(step))[:16]
-        torch.manual_seed(step)
-        enabled = autocast_until is None or step < autocast_until
-        with torch.autocast(device, dtype=dtype, enabled=enabled):
-            loss = F.cross_entropy(freezer(x[idx.to(device)], idx), y[idx.to(device)])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        freezer.step()
-        losses.append(loss.item())
-    return losses, freezer
+
+    def precision(step: int) -> torch.autocast:
+        return torch.autocast(device, dtype=dtype, enabled=autocast_until is None or step < autocast_until)
+
+    return train(freezer, model, opt, steps, device=device, forward_context=precision), freezer
 
 
 @pytest.mark.parametrize(("device", "dtype"), DEVICES)

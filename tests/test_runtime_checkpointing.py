@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from test_runtime_support import Stages, data, mlp
+from test_runtime_support import Stages, data, mlp, train
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -30,24 +30,18 @@ class Checkpointed(nn.Module):
 def _train(
     wrapped: tuple[int, ...], reentrant: bool, cache: CacheConfig | None, plan: dict[int, int] = PLAN, steps: int = 12
 ) -> tuple[list[float], dict[str, Tensor], nn.Module]:
-    """Losses, the last step's gradients and the model after training with ``wrapped`` blocks checkpointed."""
+    """Losses, the gradients of one more step and the model after training with ``wrapped`` blocks checkpointed."""
     model = mlp(bn=False)  # Dropout: the recompute must replay its RNG
     for i in wrapped:
         model[i] = Checkpointed(model[i], reentrant)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     freezer = Freezer(model, opt, Stages(plan), cache=cache, deterministic_inputs=True, verbose=False)
+    losses = train(freezer, model, opt, steps)
     x, y = data()
-    losses, grads = [], {}
-    for step in range(steps):
-        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(step))[:16]
-        torch.manual_seed(step)
-        loss = F.cross_entropy(freezer(x[idx], idx), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        grads = {n.replace(".inner", ""): p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        opt.step()
-        freezer.step()
-        losses.append(loss.item())
+    torch.manual_seed(steps)
+    opt.zero_grad()
+    F.cross_entropy(freezer(x[:16], torch.arange(16)), y[:16]).backward()
+    grads = {n.replace(".inner", ""): p.grad for n, p in model.named_parameters() if p.grad is not None}
     return losses, grads, model
 
 

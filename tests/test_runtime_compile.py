@@ -8,8 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch._dynamo
-import torch.nn.functional as F
-from test_runtime_support import Stages, data, mlp
+from test_runtime_support import Stages, mlp, train
 from torch import nn
 from torch._dynamo.utils import counters
 
@@ -44,18 +43,7 @@ def _train(
     if compile_blocks:
         for block in freezer.blocks:
             block.module.compile(backend=BACKEND)
-    x, y = data()
-    losses = []
-    for step in range(steps):
-        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(step))[:16]
-        torch.manual_seed(step)
-        loss = F.cross_entropy(freezer(x[idx], idx), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        freezer.step()
-        losses.append(loss.item())
-    return losses, freezer
+    return train(freezer, model, opt, steps), freezer
 
 
 @pytest.mark.parametrize("prepare", [_compile_whole, _compile_in_place], ids=["wrapper", "in-place"])
