@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -74,16 +77,23 @@ def train(
     use_idx: bool = True,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     start: int = 0,
+    device: str = "cpu",
+    forward_context: Callable[[int], AbstractContextManager[Any]] | None = None,
 ) -> list[float]:
-    """Train ``steps`` optimizer steps from step ``start`` on a fixed data set; batches depend on the step only."""
-    x, y = data()
+    """Train ``steps`` optimizer steps from step ``start`` on a fixed data set; batches depend on the step only.
+
+    ``forward_context(step)`` wraps the forward and loss (e.g. ``torch.autocast``); indices stay on the CPU.
+    """
+    x, y = (t.to(device) for t in data())
     losses = []
     model.train()
     for step in range(start, start + steps):
         idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed * 100_000 + step))[:batch]
         torch.manual_seed(seed * 100_000 + step)  # dropout noise depends on the step only (resume tests)
-        out = freezer(x[idx], idx if use_idx else None)
-        loss = F.cross_entropy(out, y[idx])
+        rows = idx.to(device)
+        with forward_context(step) if forward_context is not None else contextlib.nullcontext():
+            out = freezer(x[rows], idx if use_idx else None)
+            loss = F.cross_entropy(out, y[rows])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -141,3 +151,20 @@ class FreezeAt(Policy):
     def decide(self, step: int, num_frozen: int) -> int:
         self.block_scores = {b: 0.9 for b in range(self.n)}
         return self.n
+
+
+class Stages(Policy):
+    """Test policy: after step s, freeze up to ``plan[s]`` blocks (several stages, so the cache advances)."""
+
+    name = "stages"
+
+    def __init__(self, plan: dict[int, int]) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def is_stage(self, step: int) -> bool:
+        return step in self.plan
+
+    def decide(self, step: int, num_frozen: int) -> int:
+        self.block_scores = {b: 0.9 for b in range(self.plan[step])}
+        return self.plan[step]

@@ -3,9 +3,12 @@
 Rows live on the compute device or in (pinned) host memory, in fp16/bf16/fp32 or int8 with a
 per-row scale. An activation is a tensor or a tuple of tensors (BERT blocks pass
 ``(hidden_states, mask)``); each tuple item is a *field* with its own storage, and integer fields
-(masks) are kept exactly as float32. A byte budget caps the storage: once it is full, further samples are simply not
-cached (they are recomputed each time), so the cache never runs the process out of memory. A
-dataset index is mapped to a storage slot the first time it is stored.
+(masks) are kept exactly as float32. Under ``torch.autocast`` a float field is stored in the
+narrower of the configured dtype and the activation's own (see :func:`storage_dtype`) and handed
+back in the activation's dtype, the one the trainable suffix would have received without the cache.
+A byte budget caps the storage: once it is full, further samples are simply not cached (they are
+recomputed each time), so the cache never runs the process out of memory. A dataset index is
+mapped to a storage slot the first time it is stored.
 """
 
 from __future__ import annotations
@@ -59,6 +62,21 @@ class CacheConfig:
 
 
 _EXACT_INT = 2**24  # integers up to this magnitude are exact in float32
+
+
+def storage_dtype(configured: torch.dtype, activation: torch.dtype) -> torch.dtype:
+    """The dtype a field is stored in: never wider than the activation, and bit-exact at equal width.
+
+    int8 is kept as asked. A float cache stores the narrower of the two dtypes; at equal width (a
+    bfloat16 autocast activation in the default float16 cache) the activation's own dtype, so a
+    16-bit activation is stored exactly and a bfloat16 one never overflows float16's range.
+    Integer and bool fields are stored as exact float32.
+    """
+    if not activation.is_floating_point:
+        return torch.float32
+    if configured == torch.int8 or configured.itemsize < activation.itemsize:
+        return configured
+    return activation
 
 
 @dataclass
@@ -172,6 +190,10 @@ class ActivationCache:
         self._keys: list[int] = []  # slot -> dataset index
         self._compute: torch.device | None = None  # device of the activations
         self._cap_limit: int | None = None  # set when an allocation failed: stop growing there
+
+    def clear(self) -> None:
+        """Drop every row (e.g. when the precision they were computed at changes); counters are kept."""
+        self._reset_storage()
 
     @property
     def rows(self) -> int:
@@ -324,8 +346,7 @@ class ActivationCache:
         if self._fields is None:
             self._is_tuple = isinstance(act, tuple)
             self._fields = [
-                _Field(tuple(t.shape[1:]), t.dtype, self.config.torch_dtype if t.is_floating_point() else torch.float32)
-                for t in parts
+                _Field(tuple(t.shape[1:]), t.dtype, storage_dtype(self.config.torch_dtype, t.dtype)) for t in parts
             ]
             return parts
         shapes = [tuple(t.shape[1:]) for t in parts]

@@ -9,9 +9,11 @@ Three added lines in a plain loop::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,14 +28,17 @@ from smartfrz.layers import find_layers
 from smartfrz.runtime import distributed
 from smartfrz.runtime.accounting import FlopAccount, measure_block_flops
 from smartfrz.runtime.cache import ActivationCache, CacheConfig
+from smartfrz.runtime.compiled import compile_advice
 from smartfrz.runtime.events import Echo, EventLog, FreezeEvent
+from smartfrz.runtime.gradflow import STARVED_HINT, starved
 from smartfrz.runtime.indices import host_indices
 from smartfrz.runtime.mechanism import base_optimizer, freeze_module
 from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
+from smartfrz.runtime.precision import Autocast
 from smartfrz.runtime.protocols import PredictorProtocol
 from smartfrz.runtime.smartfrz_policy import SmartFRZ
 from smartfrz.runtime.summary import FreezerSummary
-from smartfrz.utils.batches import batch_len, take
+from smartfrz.utils.batches import batch_len, first_tensor, take
 from smartfrz.utils.modes import eval_mode
 
 log = logging.getLogger("smartfrz.runtime")
@@ -146,6 +151,10 @@ class Freezer:
             raise ValueError(
                 f"{err}\nWith the freezer: Freezer(model, optimizer, blocks=['stem', 'stage1', ..., 'head'])."
             ) from err
+        advice = compile_advice(self.module, self.cache is not None, len(self.blocks))
+        if advice is not None:
+            log.warning(advice)
+            warnings.warn(advice, UserWarning, stacklevel=2)
         self.layers = find_layers(self.module)
         where = layer_block_index(self.module, self.blocks)
         self.policy = resolve_policy(policy, record_every, stage_every, window, threshold, seed, total_steps)
@@ -171,6 +180,8 @@ class Freezer:
         self._pending_batch = 0
         self._pending_hits = 0
         self._warned_no_idx = False
+        self._autocast: Autocast | None = None  # the setting the cached rows were computed under
+        self._check_gradflow = False  # after a freeze: check once that the first trainable block gets gradients
         if self.cache is not None and self._ddp_kwargs is not None:
             self._rewrap()
 
@@ -238,6 +249,7 @@ class Freezer:
         if f == 0:
             return self._suffix()(x)
         assert self.cache is not None
+        self._track_autocast(x)
         with torch.no_grad():
             if keys is None:
                 h = run_blocks(self.blocks, x, 0, f)
@@ -246,6 +258,15 @@ class Freezer:
                 h = self.cache.fetch(x, keys, lambda xs: run_blocks(self.blocks, xs, 0, f))
                 self._pending_hits += self.cache.hits - hits
         return self._suffix()(h)
+
+    def _track_autocast(self, x: Any) -> None:
+        """Remember the forward's autocast setting; rows computed under another one are dropped, not served."""
+        ref = first_tensor(x)
+        state = Autocast.current(ref.device if ref is not None else torch.device("cpu"))
+        if self._autocast is not None and state != self._autocast and self.cache is not None and self.cache.rows:
+            log.info("autocast setting changed (%s -> %s): the activation cache is refilled", self._autocast, state)
+            self.cache.clear()
+        self._autocast = state
 
     def _suffix(self) -> nn.Module:
         """The module that runs the trainable blocks (a DDP wrapper over them under DDP)."""
@@ -284,6 +305,8 @@ class Freezer:
         step, f = self.step_count, self.num_frozen
         self.flops.on_step(self._pending_batch, f, self._pending_hits)
         self._pending_batch = self._pending_hits = 0
+        if self._check_gradflow:
+            self._check_first_trainable()
         rank0 = distributed.is_rank0()
         if rank0:
             self.policy.observe(step, f)
@@ -297,6 +320,18 @@ class Freezer:
                 self._freeze_to(target, step, scores)
         self.overhead_s += time.perf_counter() - start
 
+    def _check_first_trainable(self) -> None:
+        """Warn once per freeze when the first trainable block got no gradient (reentrant checkpointing)."""
+        first, *rest = (b.module for b in self.blocks[self.num_frozen :])
+        verdict = starved(first, rest)
+        if verdict is None:
+            return  # gradients already cleared: look again after the next step
+        self._check_gradflow = False
+        if verdict:
+            message = STARVED_HINT.format(name=self.blocks[self.num_frozen].name)
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
     def _freeze_to(self, target: int, step: int | None, scores: dict[int, float]) -> None:
         """Freeze blocks ``num_frozen..target-1`` (``step`` None: restoring a checkpoint, no events)."""
         old = self.num_frozen
@@ -306,9 +341,11 @@ class Freezer:
             if step is not None:
                 self.events.add(FreezeEvent(step, b, self.blocks[b].name, scores.get(b), self.policy.name))
         self.num_frozen = target
+        self._check_gradflow = True
         self.policy.on_frozen(target)
         if self.cache is not None:
-            self.cache.advance(lambda h: run_blocks(self.blocks, h, old, target))
+            with self._autocast.replay() if self._autocast is not None else contextlib.nullcontext():
+                self.cache.advance(lambda h: run_blocks(self.blocks, h, old, target))
         if self._ddp_kwargs is not None:
             self._rewrap()
 
