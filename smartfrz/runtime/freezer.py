@@ -42,6 +42,7 @@ from smartfrz.utils.batches import batch_len, first_tensor, take
 from smartfrz.utils.modes import eval_mode
 
 log = logging.getLogger("smartfrz.runtime")
+GRADFLOW_CHECKS = 3  # steps after a freeze in which gradients may show a starved first trainable block
 
 STATE_VERSION = 1
 FLOP_SAMPLES = 8  # samples of the first batch used to measure per-block FLOPs
@@ -181,7 +182,7 @@ class Freezer:
         self._pending_hits = 0
         self._warned_no_idx = False
         self._autocast: Autocast | None = None  # the setting the cached rows were computed under
-        self._check_gradflow = False  # after a freeze: check once that the first trainable block gets gradients
+        self._gradflow_checks = 0  # steps left to check that the first trainable block gets gradients (after a freeze)
         if self.cache is not None and self._ddp_kwargs is not None:
             self._rewrap()
 
@@ -305,7 +306,7 @@ class Freezer:
         step, f = self.step_count, self.num_frozen
         self.flops.on_step(self._pending_batch, f, self._pending_hits)
         self._pending_batch = self._pending_hits = 0
-        if self._check_gradflow:
+        if self._gradflow_checks:
             self._check_first_trainable()
         rank0 = distributed.is_rank0()
         if rank0:
@@ -324,9 +325,9 @@ class Freezer:
         """Warn once per freeze when the first trainable block got no gradient (reentrant checkpointing)."""
         first, *rest = (b.module for b in self.blocks[self.num_frozen :])
         verdict = starved(first, rest)
+        self._gradflow_checks = 0 if verdict is not None else self._gradflow_checks - 1
         if verdict is None:
-            return  # gradients already cleared: look again after the next step
-        self._check_gradflow = False
+            return  # the gradients cannot tell (cleared before step(), or no later block): look again, a few times
         if verdict:
             message = STARVED_HINT.format(name=self.blocks[self.num_frozen].name)
             log.warning(message)
@@ -341,7 +342,7 @@ class Freezer:
             if step is not None:
                 self.events.add(FreezeEvent(step, b, self.blocks[b].name, scores.get(b), self.policy.name))
         self.num_frozen = target
-        self._check_gradflow = True
+        self._gradflow_checks = GRADFLOW_CHECKS
         self.policy.on_frozen(target)
         if self.cache is not None:
             with self._autocast.replay() if self._autocast is not None else contextlib.nullcontext():
