@@ -79,9 +79,8 @@ def extension():
 
 
 setup(
-    packages=find_packages(include=["smartfrz", "smartfrz.*"]),
-    # the shipped predictors; smartfrz.predictor finds them there when not run from the source tree
-    data_files=[("share/smartfrz/predictor_data", sorted(glob.glob("predictor_data/*")))],
+    # smartfrz.predictor_data is a data folder (no __init__.py): listed so its package data ships
+    packages=[*find_packages(include=["smartfrz", "smartfrz.*"]), "smartfrz.predictor_data"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )
