@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK
-from smartfrz.traces.writer import RunRecord, atomic_h5, init_trace_file, write_run_group
+from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK, RunRecord
+from smartfrz.traces.writer import atomic_h5, init_trace_file, write_run_group
 
 
 def synthetic_run(

@@ -22,8 +22,8 @@ from smartfrz.blocks import Block, discover_blocks, layer_block_index, model_log
 from smartfrz.cadence import record_every_for
 from smartfrz.collection.cka import GramStore, LayerGramCapture, cka_matrix
 from smartfrz.layers import draw_sample_indices, find_layers
-from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK
-from smartfrz.traces.writer import RunRecord, write_run_file
+from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK, RunRecord
+from smartfrz.traces.writer import write_run_file
 from smartfrz.utils.batches import Batch, to_device
 from smartfrz.utils.batches import batch_len as _batch_len
 

@@ -2,7 +2,6 @@
 
 from smartfrz.traces.merge import merge_traces
 from smartfrz.traces.reader import (
-    RunData,
     RunInfo,
     TraceFormatError,
     TraceSet,
@@ -10,15 +9,14 @@ from smartfrz.traces.reader import (
     open_traces,
     validate_file,
 )
-from smartfrz.traces.schema import SCHEMA_VERSION, STAT_NAMES, STATUS_FLAGGED, STATUS_OK
-from smartfrz.traces.writer import RunRecord, atomic_h5, write_run_file
+from smartfrz.traces.schema import SCHEMA_VERSION, STAT_NAMES, STATUS_FLAGGED, STATUS_OK, RunRecord
+from smartfrz.traces.writer import atomic_h5, write_run_file
 
 __all__ = [
     "SCHEMA_VERSION",
     "STATUS_FLAGGED",
     "STATUS_OK",
     "STAT_NAMES",
-    "RunData",
     "RunInfo",
     "RunRecord",
     "TraceFormatError",

@@ -18,6 +18,7 @@ from smartfrz.traces.schema import (
     RUNS_GROUP,
     SCHEMA_VERSION,
     STATUS_OK,
+    RunRecord,
 )
 from smartfrz.traces.writer import TMP_SUFFIX
 
@@ -57,35 +58,6 @@ class RunInfo:
     def config(self) -> dict[str, Any]:
         """The full run configuration stored as JSON."""
         return json.loads(self.attrs["config_json"])
-
-
-@dataclass
-class RunData:
-    """All arrays of one run, in memory (samples widened to float32)."""
-
-    info: RunInfo
-    layer_names: list[str]
-    layer_kinds: list[str]
-    numel: np.ndarray  # [L] int64
-    block: np.ndarray  # [L] int32
-    depth: np.ndarray  # [L] float32
-    sample_idx: np.ndarray  # [L, K] int64
-    steps: np.ndarray  # [T] int64
-    samples: np.ndarray  # [T, L, K] float32
-    stats: np.ndarray  # [T, L, S] float32
-    stat_names: tuple[str, ...]
-    cka: np.ndarray  # [T, L] float32
-    train_loss: np.ndarray  # [T] float32
-    val_loss: np.ndarray  # [T] float32
-    val_acc: np.ndarray  # [T] float32
-    probe_idx: np.ndarray | None
-    lr: np.ndarray | None = None  # [T] float32 learning rate at each snapshot (None: not recorded)
-    cka_pairs: np.ndarray | None = None  # [T, T, L] float32 CKA between snapshot pairs (None: not recorded)
-
-    @property
-    def run_id(self) -> str:
-        """The run's id."""
-        return self.info.run_id
 
 
 class Window(NamedTuple):
@@ -226,14 +198,15 @@ class TraceSet:
             raise KeyError(f"no run {run_id!r} in {self.paths}; known: {sorted(self._runs)[:10]}...")
         return self._runs[run_id]
 
-    def load_run(self, run_id: str) -> RunData:
-        """Load every array of one run into memory."""
+    def load_run(self, run_id: str) -> RunRecord:
+        """Load every array of one run (but the Grams) into memory."""
         info = self.run_info(run_id)
         with h5py.File(info.path, "r") as f:
             g = f[RUNS_GROUP][run_id]
             layers = g["layers"][()]
-            return RunData(
-                info=info,
+            return RunRecord(
+                run_id=run_id,
+                attrs=dict(info.attrs),
                 layer_names=[_as_str(x) for x in layers["name"]],
                 layer_kinds=[_as_str(x) for x in layers["kind"]],
                 numel=layers["numel"].astype(np.int64),
@@ -251,6 +224,7 @@ class TraceSet:
                 probe_idx=g["probe_idx"][()] if "probe_idx" in g else None,
                 lr=g["lr"][()] if "lr" in g else None,
                 cka_pairs=g["cka_pairs"][()] if "cka_pairs" in g else None,
+                info=info,
             )
 
     def iter_windows(
