@@ -1,11 +1,10 @@
-"""HDF5 traces of training runs: schema, atomic writer, validating reader, merge, synthetic files."""
+"""HDF5 traces of training runs: schema and run record, atomic writer, validating reader, merge."""
 
 from smartfrz.traces.merge import merge_traces
 from smartfrz.traces.reader import (
     RunInfo,
     TraceFormatError,
     TraceSet,
-    Window,
     open_traces,
     validate_file,
 )
@@ -21,7 +20,6 @@ __all__ = [
     "RunRecord",
     "TraceFormatError",
     "TraceSet",
-    "Window",
     "atomic_h5",
     "merge_traces",
     "open_traces",
