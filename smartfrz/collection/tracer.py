@@ -26,6 +26,7 @@ from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK, RunRec
 from smartfrz.traces.writer import write_run_file
 from smartfrz.utils.batches import Batch, to_device
 from smartfrz.utils.batches import batch_len as _batch_len
+from smartfrz.utils.modes import eval_mode
 
 MIN_ACC_RATIO = 1.5
 """A run whose final accuracy is below this multiple of chance (1 / classes) is flagged as not learning."""
@@ -51,20 +52,15 @@ class TraceResult:
 def evaluate(
     model: nn.Module, loader: Iterable, loss_fn: Callable[..., torch.Tensor], device: torch.device
 ) -> tuple[float, float]:
-    """Mean loss and accuracy over ``loader`` in eval mode (restores the previous mode)."""
-    was_training = model.training
-    model.eval()
+    """Mean loss and accuracy over ``loader`` in eval mode (restores every submodule's previous mode)."""
     total_loss, correct, count = 0.0, 0, 0
-    try:
-        with torch.no_grad():
-            for x, y in loader:
-                x, y = to_device(x, device), to_device(y, device)
-                logits = model_logits(model(x))
-                total_loss += float(loss_fn(logits, y)) * len(y)
-                correct += int((logits.argmax(dim=-1) == y).sum())
-                count += len(y)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for x, y in loader:
+            x, y = to_device(x, device), to_device(y, device)
+            logits = model_logits(model(x))
+            total_loss += float(loss_fn(logits, y)) * len(y)
+            correct += int((logits.argmax(dim=-1) == y).sum())
+            count += len(y)
     if count == 0:
         raise ValueError("the validation loader yielded no samples")
     return total_loss / count, correct / count
