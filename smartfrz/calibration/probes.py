@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from smartfrz.blocks import discover_blocks, model_logits
-from smartfrz.collection.grid import RunSpec, build_run
+from smartfrz.collection.grid import RunSpec
+from smartfrz.collection.runner import build_run
 from smartfrz.collection.tracer import evaluate, to_device
 from smartfrz.layers import find_layers
 from smartfrz.predictor.labels import LabelRule, block_freeze_snapshots, label_run
