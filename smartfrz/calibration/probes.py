@@ -23,11 +23,12 @@ from tqdm import tqdm
 from smartfrz.blocks import discover_blocks, model_logits
 from smartfrz.collection.grid import RunSpec
 from smartfrz.collection.runner import build_run
-from smartfrz.collection.tracer import evaluate, to_device
+from smartfrz.collection.snapshots import evaluate
 from smartfrz.layers import find_layers
 from smartfrz.predictor.labels import LabelRule, block_freeze_snapshots, label_run
 from smartfrz.runtime.mechanism import freeze_module
 from smartfrz.traces import RunRecord, TraceSet
+from smartfrz.utils.batches import to_device
 from smartfrz.zoo.schedules import make_scheduler
 
 
