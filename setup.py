@@ -86,8 +86,9 @@ def extension():
 
 
 setup(
-    # smartfrz.predictor_data is a data folder (no __init__.py): listed so its package data ships
+    # the repository's top-level predictor_data/ is installed as the package smartfrz.predictor_data
     packages=[*find_packages(include=["smartfrz", "smartfrz.*"]), "smartfrz.predictor_data"],
+    package_dir={"smartfrz.predictor_data": "predictor_data"},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},  # = requires-python and torch's Py_LIMITED_API

@@ -23,7 +23,7 @@ def _first_python_block(path: Path) -> str:
 
 
 def test_shipped_default_predictor_loads_and_matches_its_report() -> None:
-    """A broken or missing smartfrz/predictor_data/default.pt fails here, not silently elsewhere."""
+    """A broken or missing predictor_data/default.pt fails here, not silently elsewhere."""
     import json
 
     from smartfrz.predictor import load_predictor

@@ -37,7 +37,7 @@ HINTS: list[Hint] = [
 def configure(p: argparse.ArgumentParser) -> None:
     """The options of `fit`."""
     p.add_argument("--traces", nargs="+", required=True, help="trace files or directories of run files")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint path, e.g. smartfrz/predictor_data/default.pt")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint path, e.g. predictor_data/default.pt")
     p.add_argument("--trained-on", default=None, help="one line for the data card (default: the trace paths)")
     p.add_argument(
         "--label-rule",

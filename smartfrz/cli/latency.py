@@ -14,7 +14,7 @@ HINTS: list[Hint] = []
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The options of `latency`."""
-    p.add_argument("--predictor", default="default", help="name in smartfrz/predictor_data/ or a path")
+    p.add_argument("--predictor", default="default", help="name in predictor_data/ or a path")
     p.add_argument("--layers", type=positive, default=500, help="layers scored per call")
     p.add_argument("--repeats", type=positive, default=30, help="best of this many timed calls")
     add_debug(p)

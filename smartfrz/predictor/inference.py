@@ -18,7 +18,7 @@ PREDICTOR_DIR_ENV = "SMARTFRZ_PREDICTOR_DIR"
 
 
 def predictor_dir() -> Path:
-    """Where named predictors live: $SMARTFRZ_PREDICTOR_DIR, else the package data ``smartfrz/predictor_data``.
+    """Where named predictors live: $SMARTFRZ_PREDICTOR_DIR, else the package data ``smartfrz.predictor_data``.
 
     Read through importlib.resources, so editable installs, wheels and source checkouts agree; the
     package ships a native extension and is never imported from a zip, so the folder is a real one.
@@ -26,7 +26,7 @@ def predictor_dir() -> Path:
     env = os.environ.get(PREDICTOR_DIR_ENV)
     if env:
         return Path(env)
-    return Path(str(resources.files("smartfrz") / "predictor_data"))
+    return Path(str(resources.files("smartfrz.predictor_data")))
 
 
 class FreezePredictor:
