@@ -48,9 +48,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=Lazy("smartfrz.bench.policies:DEFAULT_POLICIES"),
         help="none, freezeout, autofreeze, smartfrz, each optionally +cache; 'none' is required",
     )
-    p.add_argument(
-        "--predictor", default="default", help="SmartFRZ predictor: a name in predictor_data/ or a .pt path"
-    )
+    p.add_argument("--predictor", default="default", help="SmartFRZ predictor: a name in predictor_data/ or a .pt path")
     p.add_argument("--snapshots", type=positive, help="SmartFRZ snapshots per run (default: 40, --quick: 48)")
     p.add_argument("--autofreeze-stages", type=positive, default=10, help="AutoFreeze decisions per run")
     p.add_argument("--no-oracle", action="store_true", help="skip the hindsight oracle's probe runs")
