@@ -64,24 +64,32 @@ def want_cuda() -> bool:
 
 
 def extension():
-    """The `smartfrz._C` extension: CPU sources always, CUDA sources when wanted."""
+    """The `smartfrz._C` extension: CPU sources always, CUDA sources when wanted.
+
+    Built against Python's stable ABI (abi3, as pytorch/extension-cpp): csrc uses only libtorch and the
+    dispatcher plus a bare PyInit__C, so one wheel serves every CPython >= 3.10 (torch compiles with
+    -DPy_LIMITED_API=0x030A0000 and does not link libtorch_python).
+    """
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx_flags = ["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     if not want_cuda():
         print("smartfrz: building the CPU kernels only")
-        return CppExtension("smartfrz._C", sources, extra_compile_args={"cxx": cxx_flags})
+        return CppExtension("smartfrz._C", sources, extra_compile_args={"cxx": cxx_flags}, py_limited_api=True)
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
     print(f"smartfrz: building CPU and CUDA kernels for TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')}")
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
-    return CUDAExtension("smartfrz._C", sources, extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags})
+    return CUDAExtension(
+        "smartfrz._C", sources, extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, py_limited_api=True
+    )
 
 
 setup(
-    packages=find_packages(include=["smartfrz", "smartfrz.*"]),
-    # the shipped predictors; smartfrz.predictor finds them there when not run from the source tree
-    data_files=[("share/smartfrz/predictor_data", sorted(glob.glob("predictor_data/*")))],
+    # the repository's top-level predictor_data/ is installed as the package smartfrz.predictor_data
+    packages=[*find_packages(include=["smartfrz", "smartfrz.*"]), "smartfrz.predictor_data"],
+    package_dir={"smartfrz.predictor_data": "predictor_data"},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},  # = requires-python and torch's Py_LIMITED_API
 )

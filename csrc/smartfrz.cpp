@@ -6,8 +6,9 @@
 #include <Python.h>
 
 // An empty Python module, so that `import smartfrz._C` loads this library (and its op
-// registrations) when built by setup.py. The CMake build skips it and is loaded with
-// torch.ops.load_library instead.
+// registrations) when built by setup.py. It uses only the stable ABI (setup.py builds abi3 and
+// torch passes -DPy_LIMITED_API): no pybind11, no libtorch_python. The CMake build skips it and
+// is loaded with torch.ops.load_library instead.
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr, nullptr, nullptr, nullptr, nullptr};
   return PyModule_Create(&module_def);

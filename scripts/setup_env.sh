@@ -44,6 +44,7 @@ if [ "${OLD_INPUTS:-}" = "$INPUTS" ] && { [ "${OLD_KIND:-}" = "$KIND" ] || [ "${
 else
   echo "== building smartfrz ($KIND kernels; CUDA_HOME=${CUDA_HOME:-none}, SMARTFRZ_CUDA=${SMARTFRZ_CUDA:-auto})"
   rm -f "$BUILD_STAMP"
+  rm -f smartfrz/_C.cpython-*.so  # left by a build before abi3: Python would import it ahead of _C.abi3.so
   # Verbose, filtered to the build plan and each compiled source (ninja's "[i/n]" lines); errors in full.
   SMARTFRZ_CUDA="$([ "$KIND" = cuda ] && echo 1 || echo 0)" MAX_JOBS="${MAX_JOBS:-2}" \
     .venv/bin/pip install -v --no-build-isolation --no-deps -e . > build-setup.log 2>&1 \

@@ -1,15 +1,19 @@
-"""Small synthetic trace files with plausible convergence, for tests of any reader of traces."""
+"""Test helpers for code that reads traces: small synthetic trace files with plausible convergence, a window walker."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+import h5py
 import numpy as np
 
-from smartfrz.traces.schema import STAT_NAMES, STATUS_FLAGGED, STATUS_OK
-from smartfrz.traces.writer import RunRecord, atomic_h5, init_trace_file, write_run_group
+from smartfrz.traces.reader import RunInfo, TraceSet
+from smartfrz.traces.schema import RUNS_GROUP, STAT_NAMES, STATUS_FLAGGED, STATUS_OK, RunRecord
+from smartfrz.traces.writer import atomic_h5, init_trace_file, write_run_group
 
 
 def synthetic_run(
@@ -108,3 +112,64 @@ def write_synthetic_traces(
             )
             write_run_group(runs, rec)
     return Path(path)
+
+
+class Window(NamedTuple):
+    """One predictor example: layer ``layer_idx`` of run ``run_id`` seen at snapshot ``t``."""
+
+    run_id: str
+    layer_idx: int
+    t: int
+    samples: np.ndarray  # [W, K] float32, snapshots t-W+1 .. t
+    cka: float  # CKA of the layer at t against the final model
+    stats: np.ndarray  # [W, S] float32, same snapshots as samples
+    cka_min_after: float  # min over t' >= t of the CKA curve (the default label rule's quantity)
+    step: int  # optimizer step of snapshot t
+    n_snapshots: int  # T of the run, so t / (T - 1) gives training progress
+
+
+def iter_windows(
+    traces: TraceSet,
+    window: int,
+    stride: int = 1,
+    runs: Sequence[str] | None = None,
+    include_flagged: bool = False,
+    layers: Sequence[int] | None = None,
+) -> Iterator[Window]:
+    """Yield every window of ``window`` consecutive snapshots (t = window-1, +stride, ...), one layer at a time.
+
+    ``runs`` restricts to these run ids (flagged ones are still skipped unless ``include_flagged``);
+    ``layers`` to these layer indices. Only one layer's ``[T, K]`` trajectory is in memory at a time.
+    """
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be >= 1, got window={window} stride={stride}")
+    infos = [traces.run_info(r) for r in runs] if runs is not None else traces.list_runs()
+    for info in infos:
+        if info.flagged and not include_flagged:
+            continue
+        yield from _run_windows(info, window, stride, layers)
+
+
+def _run_windows(info: RunInfo, window: int, stride: int, layers: Sequence[int] | None) -> Iterator[Window]:
+    """Windows of one run, layer by layer."""
+    with h5py.File(info.path, "r") as f:
+        g = f[RUNS_GROUP][info.run_id]
+        cka = g["cka"][()]
+        steps = g["steps"][()]
+        n_t = steps.shape[0]
+        cka_min_after = np.minimum.accumulate(cka[::-1], axis=0)[::-1]
+        for li in range(info.n_layers) if layers is None else layers:
+            traj = g["samples"][:, li, :].astype(np.float32)
+            stats = g["stats"][:, li, :]
+            for t in range(window - 1, n_t, stride):
+                yield Window(
+                    run_id=info.run_id,
+                    layer_idx=int(li),
+                    t=t,
+                    samples=traj[t - window + 1 : t + 1],
+                    cka=float(cka[t, li]),
+                    stats=stats[t - window + 1 : t + 1],
+                    cka_min_after=float(cka_min_after[t, li]),
+                    step=int(steps[t]),
+                    n_snapshots=n_t,
+                )

@@ -113,6 +113,7 @@ def test_op_schemas_are_defined_only_in_python():
         ("Activation", "blocks.py"),
         ("WEIGHT_STAT_NAMES", "traces/schema.py"),
         ("STAT_NAMES", "traces/schema.py"),
+        ("RunRecord", "traces/schema.py"),
     ],
 )
 def test_each_fact_is_defined_once(name, home):

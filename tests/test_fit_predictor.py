@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from smartfrz.calibration.probes import run_probe
-from smartfrz.collection.grid import RunSpec, run_spec
+from smartfrz.collection.grid import RunSpec
+from smartfrz.collection.runner import run_spec
 from smartfrz.fit_predictor import main
 from smartfrz.predictor import LabelRule, load_predictor
 from smartfrz.predictor.baselines import BASELINES

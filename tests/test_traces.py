@@ -1,4 +1,4 @@
-"""Trace files: writer/reader round trip, windows, merge, and the bad-file errors."""
+"""Trace files: writer/reader round trip, windows (smartfrz.testing), merge, and the bad-file errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from smartfrz.testing import synthetic_run, write_synthetic_traces
+from smartfrz.testing import iter_windows, synthetic_run, write_synthetic_traces
 from smartfrz.traces import (
     SCHEMA_VERSION,
     STAT_NAMES,
@@ -46,16 +46,16 @@ def test_flagged_runs_excluded_by_default(synth):
     assert len(ts.list_runs()) == 3
     ok = ts.list_runs(include_flagged=False)
     assert len(ok) == 2 and all(not r.flagged for r in ok)
-    seen = {w.run_id for w in ts.iter_windows(4)}
+    seen = {w.run_id for w in iter_windows(ts, 4)}
     assert seen == {r.run_id for r in ok}
-    assert {w.run_id for w in ts.iter_windows(4, include_flagged=True)} == {r.run_id for r in ts.list_runs()}
+    assert {w.run_id for w in iter_windows(ts, 4, include_flagged=True)} == {r.run_id for r in ts.list_runs()}
 
 
 def test_windows_match_loaded_arrays(synth):
     ts = open_traces(synth)
     rid = ts.list_runs()[0].run_id
     run = ts.load_run(rid)
-    windows = list(ts.iter_windows(5, stride=2, runs=[rid]))
+    windows = list(iter_windows(ts, 5, stride=2, runs=[rid]))
     # per layer: t = 4, 6, 8, 10 for T = 12
     assert len(windows) == 3 * 4
     for w in windows:
@@ -66,7 +66,7 @@ def test_windows_match_loaded_arrays(synth):
         assert w.cka_min_after == pytest.approx(float(run.cka[w.t :, w.layer_idx].min()))
         assert w.step == run.steps[w.t] and w.n_snapshots == 12
     with pytest.raises(ValueError, match="window"):
-        next(ts.iter_windows(0))
+        next(iter_windows(ts, 0))
 
 
 def test_merge_and_directory(tmp_path):

@@ -21,12 +21,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from smartfrz.blocks import discover_blocks, model_logits
-from smartfrz.collection.grid import RunSpec, build_run
-from smartfrz.collection.tracer import evaluate, to_device
+from smartfrz.collection.grid import RunSpec
+from smartfrz.collection.runner import build_run
+from smartfrz.collection.snapshots import evaluate
 from smartfrz.layers import find_layers
 from smartfrz.predictor.labels import LabelRule, block_freeze_snapshots, label_run
 from smartfrz.runtime.mechanism import freeze_module
-from smartfrz.traces import RunData, TraceSet
+from smartfrz.traces import RunRecord, TraceSet
+from smartfrz.utils.batches import to_device
 from smartfrz.zoo.schedules import make_scheduler
 
 
@@ -49,7 +51,7 @@ class ProbeResult:
     wall_time_s: float
 
 
-def _spec(run: RunData) -> RunSpec:
+def _spec(run: RunRecord) -> RunSpec:
     """The RunSpec stored in the run's config (runs traced outside the zoo cannot be replayed)."""
     spec = run.info.config.get("spec")
     if not spec:
@@ -57,14 +59,14 @@ def _spec(run: RunData) -> RunSpec:
     return RunSpec(**spec)
 
 
-def run_probe(run: RunData, rule: LabelRule, progress: bool = True) -> ProbeResult:
+def run_probe(run: RunRecord, rule: LabelRule, progress: bool = True) -> ProbeResult:
     """Replay ``run`` freezing blocks on the rule's schedule; final accuracy against the trace's."""
     labels = label_run(run.cka, run.cka_pairs, run.steps, rule)
     n_blocks = int(run.block.max()) + 1
     return probe_schedule(run, block_freeze_snapshots(labels, run.block, n_blocks), rule, progress)
 
 
-def probe_schedule(run: RunData, freeze_at: np.ndarray, rule: LabelRule, progress: bool = True) -> ProbeResult:
+def probe_schedule(run: RunRecord, freeze_at: np.ndarray, rule: LabelRule, progress: bool = True) -> ProbeResult:
     """Replay ``run`` freezing block b after snapshot ``freeze_at[b]`` (T = never); accuracy against the trace's."""
     start = time.perf_counter()
     spec = _spec(run)

@@ -1,19 +1,13 @@
-"""The run grid: one RunSpec per task x learning rate x seed, presets, and running one spec from the zoo."""
+"""The run grid: RunSpec and Preset, expanding a preset into RunSpecs, and comparing a spec with a finished run."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader, Subset, default_collate
-
-from smartfrz.collection.tracer import TraceResult, trace_run
 from smartfrz.traces.reader import RunInfo
-from smartfrz.utils.seed import seed_everything
-from smartfrz.zoo import DataOptions, Task, TaskData, get_task, list_tasks, make_optimizer
-from smartfrz.zoo.schedules import lr_factor, make_scheduler
+from smartfrz.zoo import Task, get_task, list_tasks
+from smartfrz.zoo.schedules import lr_factor
 
 
 @dataclass(frozen=True)
@@ -167,74 +161,3 @@ def recipe_changes(spec: RunSpec, info: RunInfo) -> list[str]:
     old_spec = then["spec"] if isinstance(then["spec"], dict) else {}
     changes += [f"{k}: {old_spec.get(k)!r} -> {v!r}" for k, v in now["spec"].items() if old_spec.get(k) != v]
     return changes
-
-
-def build_run(spec: RunSpec) -> tuple[Task, TaskData, torch.nn.Module, torch.optim.Optimizer]:
-    """The task, its data, a freshly seeded model and its optimizer: the exact start of a run.
-
-    Tracing and freeze probes both start here, so a probe replays its traced run bit for bit.
-    """
-    task = get_task(spec.task)
-    seed_everything(spec.seed)
-    data = task.load_data(
-        DataOptions(root=spec.data_root, max_train=spec.max_train, max_val=spec.max_val, seed=spec.seed)
-    )
-    seed_everything(spec.seed)
-    model = task.build_model(data.num_classes)
-    return task, data, model, make_optimizer(task, model.parameters(), spec.lr, spec.optimizer)
-
-
-def run_spec(spec: RunSpec, out_path: Path | None, progress: bool = True, position: int = 0) -> TraceResult:
-    """Load the task's data, build its model, and trace one run into ``out_path``."""
-    task, data, model, optimizer = build_run(spec)
-    order = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(spec.seed)).tolist()
-    probe_idx = sorted(order[: min(spec.probe_size, len(order))])
-    probe_x = default_collate([data.val[i][0] for i in probe_idx])
-    val_small = Subset(data.val, sorted(order[: min(spec.val_snapshot_size, len(order))]))
-    eval_bs = max(task.batch_size, 256)
-    train_loader = DataLoader(
-        data.train,
-        batch_size=task.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(spec.seed),
-    )
-    metadata = {
-        "task": task.name,
-        "family": task.family,
-        "scenario": task.scenario,
-        "model": type(model).__name__,
-        "dataset": task.dataset,
-        "optimizer": spec.optimizer,
-        "lr": spec.lr,
-        "schedule": spec.schedule,
-        "warmup": spec.warmup,
-        "weight_decay": task.weight_decay,
-        "batch_size": task.batch_size,
-        "spec": spec.to_json(),
-        "n_train": len(data.train),
-        "n_val": len(data.val),
-    }
-    epochs = spec.epochs or task.epochs
-    return trace_run(
-        model,
-        optimizer,
-        train_loader,
-        DataLoader(val_small, batch_size=eval_bs),
-        probe_x,
-        epochs=epochs,
-        scheduler=make_scheduler(optimizer, spec.schedule, epochs * len(train_loader), spec.warmup),
-        out_path=out_path,
-        run_id=spec.run_id,
-        record_every=spec.record_every,
-        snapshots=spec.snapshots,
-        k=spec.k,
-        seed=spec.seed,
-        device=spec.device,
-        final_val_loader=DataLoader(data.val, batch_size=eval_bs),
-        num_classes=data.num_classes,
-        metadata=metadata,
-        probe_idx=probe_idx,
-        keep_gram=spec.keep_gram,
-        progress=progress,
-        progress_position=position,
-    )

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from smartfrz.traces.reader import RunData, open_traces
+from smartfrz.traces import RunRecord, open_traces
 
 
 def convergence_fraction(cka: np.ndarray, tau: float) -> np.ndarray:
@@ -21,7 +21,7 @@ def convergence_fraction(cka: np.ndarray, tau: float) -> np.ndarray:
     return first / max(1, n_t - 1)
 
 
-def depth_order_stats(runs: Sequence[RunData], tau: float) -> dict[str, dict[str, float]]:
+def depth_order_stats(runs: Sequence[RunRecord], tau: float) -> dict[str, dict[str, float]]:
     """Per task: mean Spearman correlation of layer depth with convergence time over its runs."""
     per_task: dict[str, list[float]] = defaultdict(list)
     for run in runs:
@@ -49,7 +49,7 @@ def plot_cka(
     if not infos:
         raise ValueError(f"no ok runs to plot in {traces} (tasks={tasks})")
     runs = [ts.load_run(i.run_id) for i in infos]
-    by_task: dict[str, list[RunData]] = defaultdict(list)
+    by_task: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
         by_task[run.info.task].append(run)
     names = sorted(by_task)

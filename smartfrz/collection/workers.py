@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from smartfrz.collection.grid import RunSpec, recipe_changes, run_spec
+from smartfrz.collection.grid import RunSpec, recipe_changes
+from smartfrz.collection.runner import run_spec
 from smartfrz.traces.reader import TraceFormatError, validate_file
 from smartfrz.traces.writer import remove_stale_tmp
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from smartfrz.predictor.features import baseline_features_upto
 from smartfrz.predictor.labels import LabelRule, label_run
-from smartfrz.traces import RunData, open_traces
+from smartfrz.traces import RunRecord, open_traces
 
 
 @dataclass
@@ -67,7 +67,7 @@ class WindowSet:
         return WindowSet(window=self.window, emb=self.emb, layouts=self.layouts, **fields)
 
 
-def run_context(run: RunData) -> np.ndarray:
+def run_context(run: RunRecord) -> np.ndarray:
     """Context [T, L, 3] of a run: progress t/T, learning rate over its peak so far, layer depth fraction."""
     n_t = len(run.steps)
     progress = run.steps.astype(np.float64) / max(1, int(run.steps[-1]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,15 @@ PREDICTOR_DIR_ENV = "SMARTFRZ_PREDICTOR_DIR"
 
 
 def predictor_dir() -> Path:
-    """Where named predictors live: $SMARTFRZ_PREDICTOR_DIR, else the source tree's predictor_data/
-    (editable installs), else the copy a wheel installs under ``<prefix>/share/smartfrz/predictor_data``."""
+    """Where named predictors live: $SMARTFRZ_PREDICTOR_DIR, else the package data ``smartfrz.predictor_data``.
+
+    Read through importlib.resources, so editable installs, wheels and source checkouts agree; the
+    package ships a native extension and is never imported from a zip, so the folder is a real one.
+    """
     env = os.environ.get(PREDICTOR_DIR_ENV)
     if env:
         return Path(env)
-    source_tree = Path(__file__).resolve().parents[2] / "predictor_data"
-    installed = Path(sys.prefix) / "share" / "smartfrz" / "predictor_data"
-    return source_tree if source_tree.is_dir() or not installed.is_dir() else installed
+    return Path(str(resources.files("smartfrz.predictor_data")))
 
 
 class FreezePredictor:

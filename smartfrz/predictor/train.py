@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from smartfrz.predictor.dataset import WindowSet
 from smartfrz.predictor.model import AttentionPredictorNet
+from smartfrz.utils.modes import eval_mode
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,14 @@ def predict_windows(
     net: AttentionPredictorNet, data: WindowSet, batch_size: int = 4096, progress_known: bool = True
 ) -> np.ndarray:
     """P(converged) for every example of ``data`` (eval mode, no grad); optionally with t/T hidden."""
-    was_training = net.training
-    net.eval()
     context = data.context.copy()
     if not progress_known:
         context[:, 0] = np.nan
     out = []
-    for i in range(0, len(data), batch_size):
-        rows = np.arange(i, min(i + batch_size, len(data)))
-        out.append(torch.sigmoid(_forward(net, data, rows, context[rows])))
-    net.train(was_training)
+    with eval_mode(net):
+        for i in range(0, len(data), batch_size):
+            rows = np.arange(i, min(i + batch_size, len(data)))
+            out.append(torch.sigmoid(_forward(net, data, rows, context[rows])))
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 

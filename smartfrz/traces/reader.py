@@ -1,13 +1,13 @@
-"""Read trace files: validate them, list runs, load one run, stream predictor training windows."""
+"""Read trace files: validate them, list runs, load one run."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import h5py
 import numpy as np
@@ -18,6 +18,7 @@ from smartfrz.traces.schema import (
     RUNS_GROUP,
     SCHEMA_VERSION,
     STATUS_OK,
+    RunRecord,
 )
 from smartfrz.traces.writer import TMP_SUFFIX
 
@@ -57,49 +58,6 @@ class RunInfo:
     def config(self) -> dict[str, Any]:
         """The full run configuration stored as JSON."""
         return json.loads(self.attrs["config_json"])
-
-
-@dataclass
-class RunData:
-    """All arrays of one run, in memory (samples widened to float32)."""
-
-    info: RunInfo
-    layer_names: list[str]
-    layer_kinds: list[str]
-    numel: np.ndarray  # [L] int64
-    block: np.ndarray  # [L] int32
-    depth: np.ndarray  # [L] float32
-    sample_idx: np.ndarray  # [L, K] int64
-    steps: np.ndarray  # [T] int64
-    samples: np.ndarray  # [T, L, K] float32
-    stats: np.ndarray  # [T, L, S] float32
-    stat_names: tuple[str, ...]
-    cka: np.ndarray  # [T, L] float32
-    train_loss: np.ndarray  # [T] float32
-    val_loss: np.ndarray  # [T] float32
-    val_acc: np.ndarray  # [T] float32
-    probe_idx: np.ndarray | None
-    lr: np.ndarray | None = None  # [T] float32 learning rate at each snapshot (None: not recorded)
-    cka_pairs: np.ndarray | None = None  # [T, T, L] float32 CKA between snapshot pairs (None: not recorded)
-
-    @property
-    def run_id(self) -> str:
-        """The run's id."""
-        return self.info.run_id
-
-
-class Window(NamedTuple):
-    """One predictor example: layer ``layer_idx`` of run ``run_id`` seen at snapshot ``t``."""
-
-    run_id: str
-    layer_idx: int
-    t: int
-    samples: np.ndarray  # [W, K] float32, snapshots t-W+1 .. t
-    cka: float  # CKA of the layer at t against the final model
-    stats: np.ndarray  # [W, S] float32, same snapshots as samples
-    cka_min_after: float  # min over t' >= t of the CKA curve (the default label rule's quantity)
-    step: int  # optimizer step of snapshot t
-    n_snapshots: int  # T of the run, so t / (T - 1) gives training progress
 
 
 def _fail(path: Path, what: str) -> TraceFormatError:
@@ -226,14 +184,15 @@ class TraceSet:
             raise KeyError(f"no run {run_id!r} in {self.paths}; known: {sorted(self._runs)[:10]}...")
         return self._runs[run_id]
 
-    def load_run(self, run_id: str) -> RunData:
-        """Load every array of one run into memory."""
+    def load_run(self, run_id: str) -> RunRecord:
+        """Load every array of one run (but the Grams) into memory."""
         info = self.run_info(run_id)
         with h5py.File(info.path, "r") as f:
             g = f[RUNS_GROUP][run_id]
             layers = g["layers"][()]
-            return RunData(
-                info=info,
+            return RunRecord(
+                run_id=run_id,
+                attrs=dict(info.attrs),
                 layer_names=[_as_str(x) for x in layers["name"]],
                 layer_kinds=[_as_str(x) for x in layers["kind"]],
                 numel=layers["numel"].astype(np.int64),
@@ -251,52 +210,8 @@ class TraceSet:
                 probe_idx=g["probe_idx"][()] if "probe_idx" in g else None,
                 lr=g["lr"][()] if "lr" in g else None,
                 cka_pairs=g["cka_pairs"][()] if "cka_pairs" in g else None,
+                info=info,
             )
-
-    def iter_windows(
-        self,
-        window: int,
-        stride: int = 1,
-        runs: Sequence[str] | None = None,
-        include_flagged: bool = False,
-        layers: Sequence[int] | None = None,
-    ) -> Iterator[Window]:
-        """Yield every window of ``window`` consecutive snapshots (t = window-1, +stride, ...), one layer at a time.
-
-        ``runs`` restricts to these run ids (flagged ones are still skipped unless ``include_flagged``);
-        ``layers`` to these layer indices. Only one layer's ``[T, K]`` trajectory is in memory at a time.
-        """
-        if window < 1 or stride < 1:
-            raise ValueError(f"window and stride must be >= 1, got window={window} stride={stride}")
-        infos = [self.run_info(r) for r in runs] if runs is not None else self.list_runs()
-        for info in infos:
-            if info.flagged and not include_flagged:
-                continue
-            yield from self._run_windows(info, window, stride, layers)
-
-    def _run_windows(self, info: RunInfo, window: int, stride: int, layers: Sequence[int] | None) -> Iterator[Window]:
-        """Windows of one run, layer by layer."""
-        with h5py.File(info.path, "r") as f:
-            g = f[RUNS_GROUP][info.run_id]
-            cka = g["cka"][()]
-            steps = g["steps"][()]
-            n_t = steps.shape[0]
-            cka_min_after = np.minimum.accumulate(cka[::-1], axis=0)[::-1]
-            for li in range(info.n_layers) if layers is None else layers:
-                traj = g["samples"][:, li, :].astype(np.float32)
-                stats = g["stats"][:, li, :]
-                for t in range(window - 1, n_t, stride):
-                    yield Window(
-                        run_id=info.run_id,
-                        layer_idx=int(li),
-                        t=t,
-                        samples=traj[t - window + 1 : t + 1],
-                        cka=float(cka[t, li]),
-                        stats=stats[t - window + 1 : t + 1],
-                        cka_min_after=float(cka_min_after[t, li]),
-                        step=int(steps[t]),
-                        n_snapshots=n_t,
-                    )
 
 
 def open_traces(path_or_dir: str | os.PathLike[str]) -> TraceSet:

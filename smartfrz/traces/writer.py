@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,38 +17,11 @@ from smartfrz.traces.schema import (
     REQUIRED_RUN_ATTRS,
     RUNS_GROUP,
     SCHEMA_VERSION,
-    STAT_NAMES,
+    RunRecord,
 )
 
 TMP_SUFFIX = ".tmp"
 """Suffix of a run file being written; such files are never read and are removed on resume."""
-
-
-@dataclass
-class RunRecord:
-    """Everything one run stores, in memory, ready to be written (shapes as in docs/trace_format.md)."""
-
-    run_id: str
-    attrs: dict[str, Any]
-    layer_names: list[str]
-    layer_kinds: list[str]
-    numel: np.ndarray  # [L] int64
-    block: np.ndarray  # [L] int32
-    depth: np.ndarray  # [L] float32
-    sample_idx: np.ndarray  # [L, K] int64
-    steps: np.ndarray  # [T] int64
-    samples: np.ndarray  # [T, L, K] float16/float32
-    stats: np.ndarray  # [T, L, S] float32
-    cka: np.ndarray  # [T, L] float32
-    train_loss: np.ndarray  # [T] float32
-    val_loss: np.ndarray  # [T] float32
-    val_acc: np.ndarray  # [T] float32
-    probe_idx: np.ndarray | None = None  # [n] int64
-    gram: np.ndarray | None = None  # [T, G] float32: per snapshot, the layers' unit Grams flattened
-    gram_sizes: np.ndarray | None = None  # [L] int64: side m of each layer's Gram (G = sum m^2)
-    lr: np.ndarray | None = None  # [T] float32: learning rate of the first param group at each snapshot
-    cka_pairs: np.ndarray | None = None  # [T, T, L] float32: CKA between every pair of snapshots
-    stat_names: tuple[str, ...] = field(default=STAT_NAMES)
 
 
 def producer_string() -> str:
