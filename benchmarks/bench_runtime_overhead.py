@@ -90,7 +90,7 @@ def _run(mode: str, args: argparse.Namespace, data: tuple[torch.Tensor, torch.Te
             if freezer is not None:
                 freezer.overhead_s = 0.0
             calls.update({k: 0 for k in calls})
-        idx = torch.randint(x.shape[0], (args.batch,), generator=gen).to(device)
+        idx = torch.randperm(x.shape[0], generator=gen)[: args.batch].to(device)  # distinct dataset indices
         loss = F.cross_entropy(forward(x[idx], idx), y[idx])
         opt.zero_grad()
         loss.backward()
