@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from smartfrz.calibration.probes import run_probe
+from smartfrz.calibration.probes import run_probe, summarise_probes
 from smartfrz.collection.grid import RunSpec
 from smartfrz.collection.runner import run_spec
 from smartfrz.fit_predictor import main
@@ -40,7 +40,7 @@ def fitted(traces, tmp_path_factory) -> Path:
 def test_fit_writes_checkpoint_report_and_card(fitted, traces):
     report = json.loads(fitted.with_name("smoke.report.json").read_text())
     card = fitted.with_name("smoke.card.md").read_text()
-    assert report["label_rule"] == {"rule": "monotone", "tau": 0.9, "horizon": 0.25}
+    assert report["label_rule"] == {"rule": "monotone", "tau": 0.9, "horizon": 0.25, "remaining": None}
     assert set(report["metrics"]) == {"attention", "attention_no_progress", *BASELINES}
     for res in report["metrics"].values():
         assert set(res["test"]) == {"all", "cnn", "mlp"}
@@ -146,3 +146,6 @@ def test_probe_replays_run_and_freezes_prefix(zoo_run):
     late = run_probe(dataclasses.replace(zoo_run, cka=at_end), LabelRule("monotone", 0.5), progress=False)
     assert late.frozen_blocks == late.n_blocks - 1 and late.frozen_param_step_fraction == 0.0
     assert late.probe_acc == late.reference_acc  # the replay and its evaluation reproduce the traced run
+    capped = run_probe(zoo_run, LabelRule("pointwise", 0.01, remaining=0.0), progress=False)
+    assert capped.rule_key == "pointwise:0.01:0" and capped.first_freeze_step == int(zoo_run.steps[-1])
+    assert summarise_probes([everything, capped])["per_tau"].keys() == {"pointwise:0.01", "pointwise:0.01:0"}

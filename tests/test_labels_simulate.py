@@ -8,7 +8,7 @@ import torch
 
 from smartfrz.collection.cka import GramStore, cka_against_final, cka_matrix
 from smartfrz.predictor.dataset import RunLayout, WindowSet
-from smartfrz.predictor.labels import LabelRule, label_pairs, label_run
+from smartfrz.predictor.labels import LabelRule, label_pairs, label_run, remaining_path
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig, window_features
 from smartfrz.predictor.simulate import choose_threshold_by_savings, simulate, summarise
 from smartfrz.zoo.schedules import lr_factor
@@ -34,6 +34,41 @@ def test_horizon_rule_looks_only_ahead_and_ignores_where_the_run_stops() -> None
         label_run(pairs[:, -1], None, steps, LabelRule("horizon", 0.99))
     with pytest.raises(ValueError, match="horizon"):
         LabelRule("horizon", 0.9, horizon=0.0)
+
+
+def test_remaining_cap_keeps_a_layer_that_looks_converged_to_cka_but_has_not_moved() -> None:
+    """A patch-embedding-like layer: CKA 1 against the final model at every snapshot, weights on their way."""
+    n_t = 11
+    start, end = np.zeros(8), np.ones(8)
+    walk = np.stack([start + (end - start) * t / (n_t - 1) for t in range(n_t)])  # straight to the end
+    still = np.ones((n_t, 8))  # a second layer that never moves
+    samples = np.stack([walk, still], axis=1)  # [T, L=2, K]
+    cka = np.ones((n_t, 2))
+    steps = np.arange(1, n_t + 1)
+    np.testing.assert_allclose(remaining_path(samples)[:, 0], 1 - np.arange(n_t) / (n_t - 1))
+    assert (remaining_path(samples)[:, 1] == 0).all()
+    plain = label_run(cka, None, steps, LabelRule())
+    capped = label_run(cka, None, steps, LabelRule(remaining=0.5), samples)
+    assert plain.all()
+    assert capped[:, 0].tolist() == [False] * 5 + [True] * 6 and capped[:, 1].all()
+    back_and_forth = samples.copy()
+    back_and_forth[7, 0] = start  # wanders back to its start late: not converged before that
+    assert label_run(cka, None, steps, LabelRule(remaining=0.5), back_and_forth)[:, 0].tolist() == (
+        [False] * 8 + [True] * 3
+    )
+    with pytest.raises(ValueError, match="needs the run's sampled weights"):
+        label_run(cka, None, steps, LabelRule(remaining=0.5))
+    with pytest.raises(ValueError, match="remaining must be a fraction"):
+        LabelRule(remaining=1.5)
+
+
+def test_rule_keys_round_trip_and_bad_keys_are_refused() -> None:
+    for key in ("monotone:0.999", "monotone:0.999:0.5", "horizon:0.95"):
+        assert LabelRule.parse(key).key == key
+    assert LabelRule.parse("stable:0.99:0.25") == LabelRule("stable", 0.99, remaining=0.25)
+    for bad in ("monotone", "monotone:x", "monotone:0.9:0.5:1", "nope:0.9"):
+        with pytest.raises(ValueError):
+            LabelRule.parse(bad)
 
 
 def test_cka_matrix_matches_cka_against_final() -> None:

@@ -49,6 +49,12 @@ class ProbeResult:
     acc_loss_points: float  # (reference - probe) * 100; positive = freezing lost accuracy
     replay_max_abs_err: float | None  # stored fp16 samples vs replayed weights at the first freeze
     wall_time_s: float
+    remaining: float | None = None  # the rule's weight-path cap (LabelRule.remaining)
+
+    @property
+    def rule_key(self) -> str:
+        """The probed rule as ``RULE:TAU[:REMAINING]``."""
+        return LabelRule(self.rule, self.tau, remaining=self.remaining).key
 
 
 def _spec(run: RunRecord) -> RunSpec:
@@ -61,7 +67,7 @@ def _spec(run: RunRecord) -> RunSpec:
 
 def run_probe(run: RunRecord, rule: LabelRule, progress: bool = True) -> ProbeResult:
     """Replay ``run`` freezing blocks on the rule's schedule; final accuracy against the trace's."""
-    labels = label_run(run.cka, run.cka_pairs, run.steps, rule)
+    labels = label_run(run.cka, run.cka_pairs, run.steps, rule, run.samples)
     n_blocks = int(run.block.max()) + 1
     return probe_schedule(run, block_freeze_snapshots(labels, run.block, n_blocks), rule, progress)
 
@@ -92,6 +98,7 @@ def probe_schedule(run: RunRecord, freeze_at: np.ndarray, rule: LabelRule, progr
         family=run.info.family,
         rule=rule.rule,
         tau=rule.tau,
+        remaining=rule.remaining,
         frozen_blocks=len(freeze_step),
         n_blocks=len(blocks),
         first_freeze_step=min(freeze_step.values()) if freeze_step else None,
@@ -153,10 +160,10 @@ def run_probes(
 def summarise_probes(results: Sequence[ProbeResult]) -> dict[str, Any]:
     """Per tau: probes, mean / worst / std accuracy loss (points) and mean frozen share."""
     out: dict[str, Any] = {"probes": [asdict(r) for r in results], "per_tau": {}}
-    for key in sorted({(r.rule, r.tau) for r in results}):
-        rs = [r for r in results if (r.rule, r.tau) == key]
+    for key in sorted({r.rule_key for r in results}):
+        rs = [r for r in results if r.rule_key == key]
         loss = np.array([r.acc_loss_points for r in rs])
-        out["per_tau"][f"{key[0]}:{key[1]:g}"] = {
+        out["per_tau"][key] = {
             "n": len(rs),
             "mean_loss_points": float(loss.mean()),
             "worst_loss_points": float(loss.max()),

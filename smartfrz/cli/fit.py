@@ -71,6 +71,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="look-ahead of the horizon rule, fraction of training",
     )
     p.add_argument(
+        "--remaining",
+        type=float,
+        default=_default(RULE, "remaining"),
+        help="also require the layer's sampled weights to be within this fraction of their first snapshot's "
+        "distance to the end (off by default); CKA alone calls input projections converged at init",
+    )
+    p.add_argument(
         "--threshold-by",
         choices=("savings", "precision"),
         default="savings",
@@ -154,7 +161,7 @@ def fit_config(args: argparse.Namespace) -> Any:
     )
     return FitConfig(
         traces=[str(t) for t in args.traces],
-        label_rule=LabelRule(args.label_rule, args.tau, args.horizon),
+        label_rule=LabelRule(args.label_rule, args.tau, args.horizon, args.remaining),
         model=model,
         threshold_by=args.threshold_by,
         max_early_share=args.max_early_share,

@@ -25,7 +25,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--taus", type=float, nargs="+", default=[0.95, 0.99, 0.995, 0.999], help="thresholds to probe")
     p.add_argument("--label-rule", choices=LABEL_RULES, metavar="RULE", default="monotone", help="%(choices)s")
     p.add_argument(
-        "--rules", nargs="+", default=None, help="rules as RULE:TAU (e.g. horizon:0.95 monotone:0.999); replace --taus"
+        "--rules",
+        nargs="+",
+        default=None,
+        help="rules as RULE:TAU[:REMAINING] (e.g. horizon:0.95 monotone:0.999:0.5; REMAINING caps the weights' "
+        "remaining distance to the end, as smartfrz fit --remaining); replace --taus",
     )
     p.add_argument("--runs", nargs="+", default=None, help="run ids (default: all unflagged runs)")
     p.add_argument("--tasks", nargs="+", default=None, help="only runs of these zoo tasks (default: all)")
@@ -42,14 +46,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _rule(text: str):
-    """Parse ``RULE:TAU`` (e.g. ``horizon:0.95``) into a LabelRule."""
+    """Parse ``RULE:TAU[:REMAINING]`` (e.g. ``horizon:0.95``, ``monotone:0.999:0.5``) into a LabelRule."""
     from smartfrz.predictor.labels import LabelRule
 
-    rule, _, tau = text.partition(":")
     try:
-        return LabelRule(rule, float(tau))
+        return LabelRule.parse(text)
     except ValueError as err:
-        raise ValueError(f"bad --rules entry {text!r} (want RULE:TAU, e.g. horizon:0.95): {err}") from None
+        raise ValueError(f"bad --rules entry {text!r} (want RULE:TAU[:REMAINING], e.g. horizon:0.95): {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,11 +19,17 @@ class LabelRule:
     stable: CKA between snapshot t and every later snapshot stays >= tau (the representation at t is
     close to all it becomes, not only to the end). horizon: the same over the next ``horizon`` fraction
     of training only, so the label does not depend on where the run happens to stop.
+
+    ``remaining`` (any rule, off when None) also requires the layer's sampled weights to have covered
+    most of their way to the end: ||w_t' - w_T|| <= remaining * ||w_0 - w_T|| at every t' >= t. Linear
+    CKA of a layer that projects a low-dimensional input (a ViT patch embedding) is near 1 for almost any
+    weights, so CKA alone calls such a layer converged at its initial weights.
     """
 
     rule: str = "monotone"
     tau: float = 0.999
     horizon: float = 0.25  # fraction of training the horizon rule looks ahead
+    remaining: float | None = None  # cap on the weights' remaining distance to the end, relative to the whole
 
     def __post_init__(self) -> None:
         """Reject unknown rules, thresholds outside (0, 1] and horizons outside (0, 1]."""
@@ -33,6 +39,8 @@ class LabelRule:
             raise ValueError(f"label tau must be in (0, 1], got {self.tau}")
         if not 0.0 < self.horizon <= 1.0:
             raise ValueError(f"label horizon must be a fraction in (0, 1], got {self.horizon}")
+        if self.remaining is not None and not 0.0 <= self.remaining <= 1.0:
+            raise ValueError(f"label remaining must be a fraction in [0, 1], got {self.remaining}")
 
     @property
     def needs_pairs(self) -> bool:
@@ -42,7 +50,24 @@ class LabelRule:
     def describe(self) -> str:
         """One line, e.g. ``horizon CKA >= 0.95 over 25% of training``."""
         extra = f" over {self.horizon:.0%} of training" if self.rule == "horizon" else ""
+        if self.remaining is not None:
+            extra += f", weights within {self.remaining:g} of their path's end"
         return f"{self.rule} CKA >= {self.tau:g}{extra}"
+
+    @property
+    def key(self) -> str:
+        """``RULE:TAU`` or ``RULE:TAU:REMAINING``, the form probes and reports name a rule by."""
+        tail = f":{self.remaining:g}" if self.remaining is not None else ""
+        return f"{self.rule}:{self.tau:g}{tail}"
+
+    @classmethod
+    def parse(cls, text: str) -> LabelRule:
+        """The rule ``RULE:TAU[:REMAINING]`` names (e.g. ``monotone:0.999:0.5``); ValueError when malformed."""
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise ValueError(f"want RULE:TAU or RULE:TAU:REMAINING, got {text!r}")
+        remaining = float(parts[2]) if len(parts) == 3 else None
+        return cls(parts[0], float(parts[1]), remaining=remaining)
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and reports."""
@@ -87,13 +112,39 @@ def label_pairs(pairs: np.ndarray, steps: np.ndarray, rule: LabelRule) -> np.nda
     return out
 
 
-def label_run(cka: np.ndarray, pairs: np.ndarray | None, steps: np.ndarray, rule: LabelRule) -> np.ndarray:
-    """Labels [T, L] of one run under ``rule``; ValueError when a pairwise rule meets a run without pairs."""
+def remaining_path(samples: np.ndarray) -> np.ndarray:
+    """[T, L] distance of each snapshot's sampled weights [T, L, K] to the last, over the first's (0 <= ...)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3:
+        raise ValueError(f"weight samples must be [T, L, K], got shape {samples.shape}")
+    to_end = np.linalg.norm(samples - samples[-1:], axis=2)
+    whole = to_end[:1]
+    return np.where(whole > 0, to_end / np.where(whole > 0, whole, 1.0), 0.0)  # a layer that never moved: 0
+
+
+def label_run(
+    cka: np.ndarray,
+    pairs: np.ndarray | None,
+    steps: np.ndarray,
+    rule: LabelRule,
+    samples: np.ndarray | None = None,
+) -> np.ndarray:
+    """Labels [T, L] of one run under ``rule``; ValueError when the run lacks what the rule reads.
+
+    Pairwise rules read the snapshot-pair CKA ``pairs``; a ``remaining`` cap reads the sampled weights.
+    """
     if rule.needs_pairs:
         if pairs is None:
             raise ValueError(f"label rule {rule.rule!r} needs the trace's cka_pairs, which this run lacks")
-        return label_pairs(pairs, steps, rule)
-    return label_curves(cka, rule)
+        labels = label_pairs(pairs, steps, rule)
+    else:
+        labels = label_curves(cka, rule)
+    if rule.remaining is None:
+        return labels
+    if samples is None:
+        raise ValueError("a label rule with `remaining` needs the run's sampled weights")
+    later_max = np.maximum.accumulate(remaining_path(samples)[::-1], axis=0)[::-1]
+    return labels & (later_max <= rule.remaining)
 
 
 def first_converged(labels: np.ndarray) -> np.ndarray:
