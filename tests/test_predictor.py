@@ -152,6 +152,20 @@ def test_checkpoint_roundtrip_and_name_lookup(tmp_path, monkeypatch):
         load_predictor("other")
 
 
+def test_predictor_dir_without_the_installed_package_data_says_what_to_do(monkeypatch):
+    from smartfrz.predictor import inference
+
+    def missing(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.delenv("SMARTFRZ_PREDICTOR_DIR", raising=False)
+    monkeypatch.setattr(inference.resources, "files", missing)
+    with pytest.raises(
+        RuntimeError, match=r"pip install -e \.`\?\); install the package or set \$SMARTFRZ_PREDICTOR_DIR"
+    ):
+        inference.predictor_dir()
+
+
 def _payload(tmp_path) -> dict:
     save_checkpoint(tmp_path / "ok.pt", _predictor().net, 0.5, LabelRule(), {})
     return torch.load(tmp_path / "ok.pt", weights_only=True)

@@ -20,13 +20,19 @@ PREDICTOR_DIR_ENV = "SMARTFRZ_PREDICTOR_DIR"
 def predictor_dir() -> Path:
     """Where named predictors live: $SMARTFRZ_PREDICTOR_DIR, else the package data ``smartfrz.predictor_data``.
 
-    Read through importlib.resources, so editable installs, wheels and source checkouts agree; the
-    package ships a native extension and is never imported from a zip, so the folder is a real one.
+    Read through importlib.resources, so editable installs and wheels agree; the package ships a native
+    extension and is never imported from a zip, so the folder is a real one.
     """
     env = os.environ.get(PREDICTOR_DIR_ENV)
     if env:
         return Path(env)
-    return Path(str(resources.files("smartfrz.predictor_data")))
+    try:
+        return Path(str(resources.files("smartfrz.predictor_data")))
+    except ModuleNotFoundError:
+        raise RuntimeError(
+            "smartfrz.predictor_data is not installed (smartfrz imported from a source tree without "
+            f"`pip install -e .`?); install the package or set ${PREDICTOR_DIR_ENV} to a folder of predictors"
+        ) from None
 
 
 class FreezePredictor:
