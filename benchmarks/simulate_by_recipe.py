@@ -1,9 +1,9 @@
 """Label frontier and the shipped predictor's simulated savings per learning-rate recipe.
 
 Replays the runtime's freeze rule (``smartfrz.predictor.simulate``) on every run of the given traces
-and groups runs by the recipe in their run id (constant, step, cosine, cosine-wu<w>, linear). The
-frontier column is what a perfect predictor of the label would freeze; the predictor columns use the
-test runs of the fit's grouped split (seed 0, 20% val, 20% test), which the predictor never trained on.
+and groups runs by the learning-rate recipe their stored RunSpec names (constant, step, cosine,
+cosine-wu<w>, linear). The frontier column is what a perfect predictor of the label would freeze; the
+predictor columns use the test runs of `smartfrz fit`'s default grouped split, which it never trained on.
 
     python benchmarks/simulate_by_recipe.py traces/corpus/runs traces/default/traces.h5
 """
@@ -12,24 +12,24 @@ from __future__ import annotations
 
 import argparse
 import collections
-import re
 
 import numpy as np
 import torch
 
 from smartfrz.predictor import load_predictor
 from smartfrz.predictor.dataset import load_windows
+from smartfrz.predictor.fit import FitConfig
 from smartfrz.predictor.simulate import SimulatedRun, simulate
 from smartfrz.predictor.split import grouped_split
-from smartfrz.predictor.train import predict_windows
+from smartfrz.predictor.train import TrainConfig, predict_windows
+from smartfrz.traces import RunInfo, open_traces
 
-RECIPE = re.compile(r"-(cosine-wu[0-9.]+|cosine|linear|step)-s\d+$")
 
-
-def recipe_of(run_id: str) -> str:
-    """The learning-rate recipe a zoo run id names (no suffix: constant)."""
-    match = RECIPE.search(run_id)
-    return match.group(1) if match else "constant"
+def recipe_of(info: RunInfo) -> str:
+    """The learning-rate recipe of a zoo run (its stored RunSpec), e.g. ``constant`` or ``cosine-wu0.05``."""
+    spec = info.config.get("spec") or {}
+    warmup = float(spec.get("warmup", 0.0))
+    return str(spec.get("schedule", "constant")) + (f"-wu{warmup:g}" if warmup else "")
 
 
 def _percent(values: list[float]) -> float:
@@ -37,11 +37,11 @@ def _percent(values: list[float]) -> float:
     return 100 * float(np.mean(values)) if values else float("nan")
 
 
-def table(runs: list[SimulatedRun], test_ids: set[str]) -> str:
+def table(runs: list[SimulatedRun], recipes: dict[str, str], test_ids: set[str]) -> str:
     """One markdown row per recipe: frontier over all runs, predictor and frontier over the test runs."""
     by_recipe: dict[str, list[SimulatedRun]] = collections.defaultdict(list)
     for run in runs:
-        by_recipe[recipe_of(run.run_id)].append(run)
+        by_recipe[recipes[run.run_id]].append(run)
     lines = [
         "| recipe | runs | frontier saved (all runs) | test runs | predictor saved (test) | frontier saved (test) "
         "| blocks frozen early (test) |",
@@ -72,9 +72,10 @@ def main() -> None:
     data = load_windows(
         args.traces, predictor.window, predictor.label_rule, net.embed, predictor.k, min_window=predictor.min_window
     )
-    split = grouped_split(data.group, data.family, 0.2, 0.2, 0)
+    split = grouped_split(data.group, data.family, FitConfig.val_frac, FitConfig.test_frac, TrainConfig.seed)
+    recipes = {info.run_id: recipe_of(info) for path in args.traces for info in open_traces(path).list_runs()}
     runs = simulate(data, predict_windows(net, data), predictor.threshold)
-    print(table(runs, set(data.run_id[split == "test"].tolist())))
+    print(table(runs, recipes, set(data.run_id[split == "test"].tolist())))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_runtime_support import RelChangePredictor, data, lightning_mlp
+from test_runtime_support import RelChangePredictor, data, lightning_mlp, quiet_trainer
 
 
 def _always_converged() -> RelChangePredictor:
@@ -28,16 +28,8 @@ def test_lightning_callback_plans_from_the_trainer_and_logs(tmp_path: Path) -> N
     x, y = data()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)  # 6 steps/epoch
     callback = SmartFRZCallback(_always_converged(), module_attr="net")
-    trainer = pl.Trainer(
-        max_epochs=14,
-        accelerator="cpu",
-        logger=pl.loggers.CSVLogger(tmp_path, name="run"),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        default_root_dir=tmp_path,
-        callbacks=[callback],
+    trainer = quiet_trainer(
+        pl, tmp_path, callback, max_epochs=14, logger=pl.loggers.CSVLogger(tmp_path, name="run"), log_every_n_steps=1
     )
     try:
         trainer.fit(lightning_mlp(pl), loader)
@@ -122,10 +114,7 @@ def test_lightning_checkpoint_restores_the_freezer(tmp_path: Path) -> None:
 
     def fit(steps: int, ckpt: Path | None = None) -> tuple[SmartFRZCallback, object]:
         callback = SmartFRZCallback(_always_converged(), module_attr="net", record_every=1, stage_every=1)
-        trainer = pl.Trainer(
-            max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, default_root_dir=tmp_path, callbacks=[callback],
-        )  # fmt: skip
+        trainer = quiet_trainer(pl, tmp_path, callback, max_steps=steps)
         trainer.fit(lightning_mlp(pl), loader, ckpt_path=ckpt)
         return callback, trainer
 

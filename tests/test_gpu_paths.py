@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from test_runtime_ddp import STEPS, RankDependentPolicy, _free_port
-from test_runtime_support import data, mlp
+from test_runtime_ddp import STEPS, RankDependentPolicy
+from test_runtime_support import data, free_port, mlp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import smartfrz.ops as ops
@@ -113,7 +113,7 @@ def _nccl_worker(rank: int, port: int, out: str) -> None:
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2 or not dist.is_nccl_available(), reason="needs a CUDA GPU pair")
 def test_nccl_ddp_ranks_freeze_together(tmp_path: Path) -> None:
-    mp.spawn(_nccl_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_nccl_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert r0["events"] == r1["events"] == [(3, 0), (6, 1)]
     assert all(torch.equal(p, q) for p, q in zip(r0["params"], r1["params"], strict=True))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_runtime_support import data, lightning_mlp
+from test_runtime_support import data, lightning_mlp, quiet_trainer
 
 from smartfrz.runtime import FreezeOut
 
@@ -21,17 +21,7 @@ def _fit(tmp_path: Path, max_steps: int, accumulate: int = 1, ckpt: Path | None 
     callback = SmartFRZCallback(FreezeOut(total_steps=8, t0=0.25), module_attr="net")
     torch.manual_seed(0)
     module = lightning_mlp(pl, bn=False)
-    trainer = pl.Trainer(
-        max_steps=max_steps,
-        accumulate_grad_batches=accumulate,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[callback],
-    )
+    trainer = quiet_trainer(pl, tmp_path, callback, max_steps=max_steps, accumulate_grad_batches=accumulate)
     trainer.fit(module, loader, ckpt_path=ckpt)
     if save is not None:
         trainer.save_checkpoint(save)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_runtime_support import data, lightning_mlp
+from test_runtime_support import data, lightning_mlp, quiet_trainer
 
 from smartfrz.runtime import FreezeOut
 
@@ -20,16 +20,7 @@ def test_lightning_callback_freezes_and_checkpoints(tmp_path: Path) -> None:
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
     callback = SmartFRZCallback(FreezeOut(total_steps=8, t0=0.25), module_attr="net")
     module = lightning_mlp(pl, lr=1e-2, adam=True)
-    trainer = pl.Trainer(
-        max_steps=8,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[callback],
-    )
+    trainer = quiet_trainer(pl, tmp_path, callback, max_steps=8)
     trainer.fit(module, loader)
     freezer = callback.freezer
     assert freezer is not None and freezer.step_count == 8

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from test_runtime_support import data, mlp
+from test_runtime_support import data, free_port, mlp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from smartfrz.runtime import CacheConfig, Freezer, Policy
@@ -74,16 +73,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed gloo missing")
 def test_ddp_ranks_freeze_together_and_keep_training(tmp_path: Path) -> None:
     """Same events on both ranks (rank 0's), synced parameters after the freezes, optimizer state kept."""
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     for variant in ("plain", "cache"):
         a, b = r0[variant], r1[variant]

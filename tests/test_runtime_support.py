@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -115,6 +116,19 @@ def test_fake_predictors_agree_on_constant_and_moving_windows() -> None:
         else:
             probs = p.predict_proba(windows)
         assert probs[0] > 0.99 and probs[1] < 0.01
+
+
+def quiet_trainer(pl: Any, root: Any, callback: Any, **settings: Any) -> Any:
+    """A CPU Lightning Trainer with ``callback`` and no logger, checkpoints, bars or summary (override any)."""
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return pl.Trainer(accelerator="cpu", default_root_dir=root, callbacks=[callback], **{**quiet, **settings})
+
+
+def free_port() -> int:
+    """A free localhost TCP port for a torch.distributed rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def lightning_mlp(pl: Any, lr: float = 0.05, adam: bool = False, bn: bool = True) -> Any:
