@@ -4,14 +4,20 @@ Replays the runtime's freeze rule (``smartfrz.predictor.simulate``) on every run
 and groups runs by the learning-rate recipe their stored RunSpec names (constant, step, cosine,
 cosine-wu<w>, linear). The frontier column is what a perfect predictor of the label would freeze; the
 predictor columns use the test runs of `smartfrz fit`'s default grouped split, which it never trained on.
+``--frontier`` takes the JSON of `smartfrz probes frontier`: its runs are scored against their
+probe-measured frontier instead, and listed with the share of it the predictor captures and every
+freeze that came before it.
 
     python benchmarks/simulate_by_recipe.py traces/corpus/runs traces/default/traces.h5
+    python benchmarks/simulate_by_recipe.py traces/default/traces.h5 --frontier predictor_data/frontier_default.json
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,11 +66,27 @@ def table(runs: list[SimulatedRun], recipes: dict[str, str], test_ids: set[str])
     return "\n".join(lines)
 
 
+def probed_table(runs: list[SimulatedRun], probed: set[str]) -> str:
+    """One markdown row per run with a probe-measured frontier: savings, share captured, early freezes."""
+    lines = [
+        "| run (probe frontier) | predictor saved | frontier saved | captured | frozen before the frontier |",
+        "|---|---|---|---|---|",
+    ]
+    for r in (r for r in runs if r.run_id in probed):
+        captured = f"{r.saved / r.frontier_saved:.0%}" if r.frontier_saved > 0 else "-"
+        early = "; ".join(f"block {e['block']} at {e['at']:.0%} (frontier {e['frontier']:.0%})" for e in r.early)
+        lines.append(
+            f"| {r.run_id} | {100 * r.saved:.1f}% | {100 * r.frontier_saved:.1f}% | {captured} | {early or 'none'} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Parse the arguments, simulate, print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("traces", nargs="+", help="trace files or directories of run files")
     parser.add_argument("--predictor", default="default", help="a name in predictor_data/ or a .pt path")
+    parser.add_argument("--frontier", type=Path, default=None, help="JSON of `smartfrz probes frontier`")
     args = parser.parse_args()
     torch.set_num_threads(1)
     predictor = load_predictor(args.predictor)
@@ -74,8 +96,13 @@ def main() -> None:
     )
     split = grouped_split(data.group, data.family, FitConfig.val_frac, FitConfig.test_frac, TrainConfig.seed)
     recipes = {info.run_id: recipe_of(info) for path in args.traces for info in open_traces(path).list_runs()}
-    runs = simulate(data, predict_windows(net, data), predictor.threshold)
+    probed = (
+        {r["run_id"]: r["frontier"] for r in json.loads(args.frontier.read_text())["runs"]} if args.frontier else {}
+    )
+    runs = simulate(data, predict_windows(net, data), predictor.threshold, frontiers=probed)
     print(table(runs, recipes, set(data.run_id[split == "test"].tolist())))
+    if probed:
+        print("\n" + probed_table(runs, set(probed)))
 
 
 if __name__ == "__main__":

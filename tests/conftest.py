@@ -48,6 +48,20 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def zoo_trace(tmp_path_factory):
+    """Trace file of a tiny real run of the zoo's digits MLP (3 epochs, 256 samples, 12 snapshots)."""
+    from smartfrz.collection.grid import RunSpec
+    from smartfrz.collection.runner import run_spec
+
+    spec = RunSpec(
+        task="digits_mlp", optimizer="sgd", lr=0.1, seed=0, max_train=256, max_val=200, epochs=3, snapshots=12
+    )
+    path = tmp_path_factory.mktemp("zoo") / "run.h5"
+    run_spec(spec, path, progress=False)
+    return path
+
+
 @pytest.fixture
 def tiny_bert():
     """Factory of a seeded 2-layer BERT classifier (vocab 40, hidden 16, 2 labels); kwargs override the config."""

@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from smartfrz.calibration.probes import run_probe, summarise_probes
-from smartfrz.collection.grid import RunSpec
-from smartfrz.collection.runner import run_spec
 from smartfrz.fit_predictor import main
 from smartfrz.predictor import LabelRule, load_predictor
 from smartfrz.predictor.baselines import BASELINES
@@ -118,14 +116,9 @@ def test_latency_takes_the_best_of_repeats():
 
 
 @pytest.fixture(scope="module")
-def zoo_run(tmp_path_factory):
-    """A tiny real run of the zoo's digits MLP (3 epochs, 256 samples, 12 snapshots)."""
-    spec = RunSpec(
-        task="digits_mlp", optimizer="sgd", lr=0.1, seed=0, max_train=256, max_val=200, epochs=3, snapshots=12
-    )
-    path = tmp_path_factory.mktemp("zoo") / "run.h5"
-    run_spec(spec, path, progress=False)
-    ts = open_traces(path)
+def zoo_run(zoo_trace):
+    """The tiny real digits MLP run of ``zoo_trace``."""
+    ts = open_traces(zoo_trace)
     return ts.load_run(ts.list_runs()[0].run_id)
 
 

@@ -186,6 +186,10 @@ def test_simulator_replays_the_prefix_walk_against_a_known_frontier() -> None:
     # the threshold search refuses the early freeze: block 0 scores 0.9 from 2, so only >0.9 avoids it
     thr, summ = choose_threshold_by_savings(data, probs.ravel(), max_early_share=0.0, grid=np.array([0.5, 0.95]))
     assert thr == 0.95 and summ["all"]["early_blocks"] == 0
+    # a probe-measured frontier replaces the labels': block 0 safe from 1, block 1 only at 8
+    (probed,) = simulate(data, probs.ravel(), 0.5, frontiers={"r": [1, 8]})
+    assert probed.frontier == [1, 8] and probed.predicted == [2, 7]
+    assert probed.early == [{"block": 1, "at": 0.8, "frontier": 0.9}]
 
 
 class _ContextSpy:

@@ -10,6 +10,7 @@ validation set as the trace's ``final_val_acc``, which is the unfrozen reference
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -33,22 +34,29 @@ from smartfrz.zoo.schedules import make_scheduler
 
 
 @dataclass
-class ProbeResult:
-    """One probe: a run replayed with the rule's freezing schedule."""
+class ScheduleProbe:
+    """One replay of a run with a freezing schedule: its final accuracy and what it froze."""
 
     run_id: str
-    family: str
-    rule: str
-    tau: float
+    seed: int
     frozen_blocks: int  # blocks frozen by the end (head excluded)
     n_blocks: int
     first_freeze_step: int | None
     frozen_param_step_fraction: float  # share of (parameter x step) updates skipped
-    reference_acc: float
     probe_acc: float
-    acc_loss_points: float  # (reference - probe) * 100; positive = freezing lost accuracy
-    replay_max_abs_err: float | None  # stored fp16 samples vs replayed weights at the first freeze
+    replay_max_abs_err: float | None  # stored fp16 samples vs replayed weights at the first freeze (or the end)
     wall_time_s: float
+
+
+@dataclass(kw_only=True)
+class ProbeResult(ScheduleProbe):
+    """One probe: a run replayed with the rule's freezing schedule, against the trace's unfrozen accuracy."""
+
+    family: str
+    rule: str
+    tau: float
+    reference_acc: float
+    acc_loss_points: float  # (reference - probe) * 100; positive = freezing lost accuracy
     remaining: float | None = None  # the rule's weight-path cap (LabelRule.remaining)
 
     @property
@@ -65,17 +73,52 @@ def _spec(run: RunRecord) -> RunSpec:
     return RunSpec(**spec)
 
 
+def rule_schedule(run: RunRecord, rule: LabelRule) -> np.ndarray:
+    """The rule's freeze snapshot per freezable block of ``run`` (T = never)."""
+    labels = label_run(run.cka, run.cka_pairs, run.steps, rule, run.samples)
+    return block_freeze_snapshots(labels, run.block, int(run.block.max()) + 1)
+
+
 def run_probe(run: RunRecord, rule: LabelRule, progress: bool = True) -> ProbeResult:
     """Replay ``run`` freezing blocks on the rule's schedule; final accuracy against the trace's."""
-    labels = label_run(run.cka, run.cka_pairs, run.steps, rule, run.samples)
-    n_blocks = int(run.block.max()) + 1
-    return probe_schedule(run, block_freeze_snapshots(labels, run.block, n_blocks), rule, progress)
+    return probe_schedule(run, rule_schedule(run, rule), rule, progress)
 
 
 def probe_schedule(run: RunRecord, freeze_at: np.ndarray, rule: LabelRule, progress: bool = True) -> ProbeResult:
     """Replay ``run`` freezing block b after snapshot ``freeze_at[b]`` (T = never); accuracy against the trace's."""
+    probe = replay_schedule(run, freeze_at, progress=progress, desc=f"probe {run.run_id} tau={rule.tau:g}")
+    reference = run.info.final_val_acc
+    return ProbeResult(
+        **asdict(probe),
+        family=run.info.family,
+        rule=rule.rule,
+        tau=rule.tau,
+        remaining=rule.remaining,
+        reference_acc=reference,
+        acc_loss_points=(reference - probe.probe_acc) * 100.0,
+    )
+
+
+def replay_schedule(
+    run: RunRecord,
+    freeze_at: np.ndarray,
+    seed: int | None = None,
+    progress: bool = True,
+    desc: str = "probe",
+    train_unfrozen: bool = False,
+) -> ScheduleProbe:
+    """Replay ``run``'s recipe freezing block b after snapshot ``freeze_at[b]`` (T = never); its final accuracy.
+
+    ``seed`` (default: the trace's) replays the recipe with another seed (data subset, init and shuffling
+    all follow it). Only the trace's own seed has stored samples to check the replay against (at the first
+    freeze, or at the end when nothing freezes) and a known unfrozen accuracy (``final_val_acc``, returned
+    without training when nothing freezes unless ``train_unfrozen``: a replay on another machine or thread
+    count can drift from the trace late in training).
+    """
     start = time.perf_counter()
     spec = _spec(run)
+    replayed = seed is None or seed == spec.seed
+    spec = spec if replayed else dataclasses.replace(spec, seed=seed)
     task, data, model, optimizer = build_run(spec)
     blocks = discover_blocks(model)
     names = [n for n, _ in find_layers(model)]
@@ -93,23 +136,18 @@ def probe_schedule(run: RunRecord, freeze_at: np.ndarray, rule: LabelRule, progr
     total_steps = epochs * len(loader)
     scheduler = make_scheduler(optimizer, spec.schedule, total_steps, spec.warmup)
     skipped = sum(params[b] * (total_steps - s) for b, s in freeze_step.items())
-    base = ProbeResult(
+    base = ScheduleProbe(
         run_id=run.run_id,
-        family=run.info.family,
-        rule=rule.rule,
-        tau=rule.tau,
-        remaining=rule.remaining,
+        seed=spec.seed,
         frozen_blocks=len(freeze_step),
         n_blocks=len(blocks),
         first_freeze_step=min(freeze_step.values()) if freeze_step else None,
         frozen_param_step_fraction=float(skipped / (params.sum() * total_steps)),
-        reference_acc=run.info.final_val_acc,
         probe_acc=run.info.final_val_acc,
-        acc_loss_points=0.0,
         replay_max_abs_err=None,
         wall_time_s=0.0,
     )
-    if not freeze_step:  # nothing freezes: the probe is the reference run itself
+    if not freeze_step and replayed and not train_unfrozen:  # nothing freezes: the probe is the traced run
         base.wall_time_s = time.perf_counter() - start
         return base
     device = torch.device(spec.device)
@@ -118,8 +156,9 @@ def probe_schedule(run: RunRecord, freeze_at: np.ndarray, rule: LabelRule, progr
     model.to(device).train()
     weights = [m.weight for _, m in find_layers(model)]
     idx = torch.as_tensor(run.sample_idx)
+    check_at = min(freeze_step.values(), default=int(run.steps[-1])) if replayed else None
     step = 0
-    bar = tqdm(total=total_steps, desc=f"probe {run.run_id} tau={rule.tau:g}", leave=False, disable=not progress)
+    bar = tqdm(total=total_steps, desc=desc, leave=False, disable=not progress)
     for _ in range(epochs):
         for x, y in loader:
             x, y = to_device(x, device), to_device(y, device)
@@ -129,19 +168,16 @@ def probe_schedule(run: RunRecord, freeze_at: np.ndarray, rule: LabelRule, progr
             scheduler.step()
             step += 1
             bar.update(1)
-            due = [b for b, s in freeze_step.items() if s == step]
-            if due and base.replay_max_abs_err is None:
+            if step == check_at:
                 t = int(np.searchsorted(run.steps, step))
                 with torch.no_grad():
                     now = torch.stack([w.detach().flatten().cpu()[i] for w, i in zip(weights, idx, strict=True)])
                 base.replay_max_abs_err = float((now - torch.from_numpy(run.samples[t])).abs().max())
-            for b in due:
+            for b in (b for b, s in freeze_step.items() if s == step):
                 freeze_module(blocks[b].module, [optimizer], set())
     bar.close()
     val_loader = DataLoader(data.val, batch_size=max(task.batch_size, 256))
-    _, acc = evaluate(model, val_loader, loss_fn, device)
-    base.probe_acc = acc
-    base.acc_loss_points = (base.reference_acc - acc) * 100.0
+    _, base.probe_acc = evaluate(model, val_loader, loss_fn, device)
     base.wall_time_s = time.perf_counter() - start
     return base
 

@@ -2,14 +2,15 @@
 
 For every run, the runtime's rule is applied to the predictor's P(converged) of each layer at each
 recording: a block freezes at the first stage where all its layers score >= threshold and every earlier
-block is frozen (the head never). The frontier is the earliest safe freeze snapshot per block, from a
-probe-validated label rule. Savings are parameter x time shares (a frozen block skips its backward
-and optimizer update from the freeze on); FLOPs per block are not in the traces, so parameters are
-the weight.
+block is frozen (the head never). The frontier is the earliest safe freeze snapshot per block: measured
+with freeze probes where given, else from a probe-validated label rule. Savings are parameter x time
+shares (a frozen block skips its backward and optimizer update from the freeze on); FLOPs per block are
+not in the traces, so parameters are the weight.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -69,10 +70,14 @@ def _grid(data: WindowSet, rows: np.ndarray, values: np.ndarray, n_t: int, n_l: 
     return out
 
 
-def simulate(data: WindowSet, probs: np.ndarray, threshold: float) -> list[SimulatedRun]:
-    """Replay every run of ``data`` with these probabilities; the frontier comes from ``data.y``.
+def simulate(
+    data: WindowSet, probs: np.ndarray, threshold: float, frontiers: Mapping[str, Sequence[int]] | None = None
+) -> list[SimulatedRun]:
+    """Replay every run of ``data`` with these probabilities against each run's frontier.
 
-    A freeze counts as early when it comes before the block's frontier snapshot (by any amount).
+    The frontier of a run is ``frontiers[run_id]`` where given (probe-measured: `smartfrz probes
+    frontier`), else the label rule's, from ``data.y``. A freeze counts as early when it comes before the
+    block's frontier snapshot (by any amount).
     """
     out = []
     for rid in sorted(set(data.run_id.tolist())):
@@ -80,7 +85,10 @@ def simulate(data: WindowSet, probs: np.ndarray, threshold: float) -> list[Simul
         lay = data.layouts[rid]
         n_t, n_l = lay.n_snapshots, len(lay.block)
         pred = _staircase(_grid(data, rows, probs[rows], n_t, n_l, np.nan), lay, threshold)
-        front = _first_stays(_grid(data, rows, data.y[rows], n_t, n_l, 0.0) > 0, lay)
+        if frontiers is not None and rid in frontiers:
+            front = np.asarray(frontiers[rid], dtype=np.int64)
+        else:
+            front = _first_stays(_grid(data, rows, data.y[rows], n_t, n_l, 0.0) > 0, lay)
         early = [
             {"block": b, "at": (p + 1) / n_t, "frontier": (f + 1) / n_t}
             for b, (p, f) in enumerate(zip(pred, front, strict=True))
