@@ -8,8 +8,10 @@ from test_runtime_support import IncrementalRelChangePredictor, RelChangePredict
 from torch import nn
 
 import smartfrz.ops
+from smartfrz.predictor import AttentionPredictorNet, FreezePredictor, LabelRule, ModelConfig
 from smartfrz.runtime import AutoFreeze, Freezer
 from smartfrz.runtime.recorder import WeightRecorder
+from smartfrz.runtime.smartfrz_policy import SmartFRZ
 
 
 def test_recorder_windows_are_chronological_and_one_fused_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,3 +97,34 @@ def test_autofreeze_uses_gradient_norm_change() -> None:
     acc = freezer.policy._acc.clone()  # type: ignore[attr-defined]
     opt.step()
     assert torch.equal(freezer.policy._acc, acc)  # type: ignore[attr-defined]  # ... until close()
+
+
+def _full_path_probs(policy: SmartFRZ, rows: list[int]) -> torch.Tensor:
+    """P(converged) of these recorder rows through predict_proba on the raw windows (no embedded ring)."""
+    assert policy.recorder is not None
+    windows, valid = policy.recorder.partial_windows(rows, embedded=False)
+    return policy.predictor.predict_proba(windows, context=policy._context(rows), valid=valid)  # type: ignore[call-arg]
+
+
+def test_smartfrz_incremental_path_equals_full_path_after_freezes_and_resume() -> None:
+    """Stage predictions (incremental) match predict_proba on raw windows: short, wrapped, after freezes, resumed."""
+    torch.manual_seed(0)
+    predictor = FreezePredictor(AttentionPredictorNet(ModelConfig(window=4, k=16)), 0.5, LabelRule(), {})
+    model = mlp(bn=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    settings = {"record_every": 1, "stage_every": 1000, "total_steps": 40, "verbose": False}  # stages run by hand
+    freezer = Freezer(model, opt, predictor, **settings)  # type: ignore[arg-type]
+    policy = freezer.policy
+    assert isinstance(policy, SmartFRZ) and policy.incremental and policy.recorder is not None
+    for steps, frozen in ((3, 0), (7, 0), (2, 1), (5, 2)):  # 3 < W snapshots, then a wrapped ring, then freezes
+        if frozen:
+            freezer._freeze_to(frozen, None, {})
+        train(freezer, model, opt, steps=steps)
+        rows = policy.recorder.active
+        torch.testing.assert_close(policy._predict(rows), _full_path_probs(policy, rows), atol=1e-5, rtol=0)
+    fresh = mlp(bn=False)
+    resumed = Freezer(fresh, torch.optim.SGD(fresh.parameters(), lr=0.1), predictor, **settings)  # type: ignore[arg-type]
+    resumed.load_state_dict(freezer.state_dict())
+    assert isinstance(resumed.policy, SmartFRZ) and resumed.policy.recorder is not None
+    assert resumed.policy.recorder.active == rows
+    assert torch.equal(resumed.policy._predict(rows), policy._predict(rows))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -74,7 +75,7 @@ class FreezePredictor:
             raise ValueError(f"{name} must have shape {want}, got {list(x.shape)}")
         # one float64 reduction: the sum is finite iff every element is (it cannot overflow for fp32/fp16
         # inputs, and inf - inf is NaN); several times cheaper than isfinite(x).all() on large windows
-        if not torch.isfinite(x.sum(dtype=torch.float64)):
+        if not math.isfinite(float(x.sum(dtype=torch.float64))):
             raise ValueError(f"{name} contains non-finite values")
 
     @torch.no_grad()

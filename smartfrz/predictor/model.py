@@ -66,14 +66,32 @@ def _log_ratio(num: Tensor, den: Tensor) -> Tensor:
     return torch.log((num / (den + _TINY)).clamp_min(_LOG_FLOOR)) / 10.0
 
 
-def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of x [N, M] over the positions where mask [N, M] is true, keeping dim 1."""
-    return (x * mask).sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp_min(1)
+def _masked_mean(x: Tensor, mask: Tensor, count: Tensor) -> Tensor:
+    """Mean of x [N, M] over the positions where the float mask [N, M] is 1, keeping dim 1; ``count`` [N, 1] >= 1."""
+    return (x * mask).sum(dim=1, keepdim=True) / count
+
+
+def _count(mask: Tensor) -> Tensor:
+    """Positions set in each row of a mask [N, M], as [N, 1], at least 1 (the divisor of a masked mean)."""
+    return mask.sum(dim=1, keepdim=True).clamp_min(1)
 
 
 def full_mask(emb: Tensor) -> Tensor:
     """All-valid mask [N, W] for windows [N, W, D]."""
     return torch.ones(emb.shape[:2], dtype=torch.bool, device=emb.device)
+
+
+def _tokens(dist_tok: Tensor, step_feats: Tensor, step_ok: Tensor) -> Tensor:
+    """Tokens [N, W, 5]: dist_tok [N, W-1] at t = 0..W-2 and step_feats [N, W-1, 4] at t = 1..W-1, zero elsewhere.
+
+    Positions whose step is padding are zeroed with where(), not a product: ratios over zero-length
+    padded steps may be inf, and inf * 0 is NaN.
+    """
+    n, m = dist_tok.shape
+    tokens = dist_tok.new_zeros(n, m + 1, TOKEN_FEATURES)
+    tokens[:, :-1, 0] = torch.where(step_ok, dist_tok, 0.0)
+    tokens[:, 1:, 1:] = torch.where(step_ok.unsqueeze(-1), step_feats, 0.0)
+    return tokens
 
 
 def window_features(emb: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -93,51 +111,49 @@ def window_features(emb: Tensor, valid: Tensor | None = None) -> tuple[Tensor, T
     if valid is None:
         valid = full_mask(emb)
     n_valid = valid.sum(dim=1)  # [N]
-    first = emb[torch.arange(n, device=emb.device), w - n_valid]  # [N, D] earliest real snapshot
-    emb = torch.where(valid.unsqueeze(-1), emb, first.unsqueeze(1))
+    if not bool(valid.all()):  # full windows (the runtime's usual case) need no filling
+        first = emb[torch.arange(n, device=emb.device), w - n_valid]  # [N, D] earliest real snapshot
+        emb = torch.where(valid.unsqueeze(-1), emb, first.unsqueeze(1))
     ref = emb[:, -1].norm(dim=-1, keepdim=True)  # [N, 1]
     d = emb - emb[:, -1:]
-    g = d @ d.transpose(1, 2)  # [N, W, W]
-    diag = g.diagonal(dim1=1, dim2=2)  # ||d_t||^2
-    sub = g.diagonal(offset=-1, dim1=1, dim2=2)  # d_t . d_{t-1}, t = 1..W-1
+    g = torch.bmm(d, d.transpose(1, 2))  # [N, W, W]
+    flat = g.view(n, w * w)  # diagonals as strided slices: g[t, t] at t * (W + 1), g[t, t - k] k earlier
+    diag = flat[:, :: w + 1]  # ||d_t||^2
+    sub = flat[:, w :: w + 1]  # d_t . d_{t-1}, t = 1..W-1
     dist = diag[:, :-1].clamp_min(0).sqrt()  # [N, W-1], t = 0..W-2
     step = (diag[:, 1:] + diag[:, :-1] - 2 * sub).clamp_min(0).sqrt()  # ||e_t - e_{t-1}||, t = 1..W-1
     step_ok = valid[:, :-1]  # step t is real when snapshot t-1 is (the valid part is a suffix)
-    consec_dot = sub[:, 1:] + sub[:, :-1] - g.diagonal(offset=-2, dim1=1, dim2=2) - diag[:, 1:-1]
-    along_dot = g[:, :-1, 0] - g[:, 1:, 0]
-    spread = _masked_mean(dist.pow(2), step_ok).sqrt()  # [N, 1] (dist t real exactly when step t+1 is)
-    mean_step = _masked_mean(step, step_ok)
-    net = dist[:, :1]  # padded positions hold the first real snapshot
-    consec = F.pad(consec_dot / (step[:, 1:] * step[:, :-1] + _TINY), (1, 0))  # [N, W-1]
-    consec_ok = F.pad(valid[:, :-2], (1, 0))
-    consec = torch.where(consec_ok, consec, torch.zeros_like(consec))
-    log_step = _log_ratio(step, ref)
-    step_feats = torch.stack([step / (mean_step + _TINY), log_step, consec, along_dot / (step * net + _TINY)], dim=-1)
-    # where(), not a product: ratios over zero-length padded steps may be inf, and inf * 0 is NaN
-    step_feats = torch.where(step_ok.unsqueeze(-1), step_feats, torch.zeros_like(step_feats))
-    dist_tok = F.pad(torch.where(step_ok, dist / (spread + _TINY), torch.zeros_like(dist)), (0, 1)).unsqueeze(-1)
-    tokens = torch.cat([dist_tok, F.pad(step_feats, (0, 0, 1, 0))], -1)
     okf = step_ok.to(emb.dtype)
     n_steps = okf.sum(dim=1, keepdim=True)  # >= 1 for windows of >= 2 snapshots
+    count = n_steps.clamp_min(1)
+    consec_dot = sub[:, 1:] + sub[:, :-1] - flat[:, 2 * w :: w + 1] - diag[:, 1:-1]
+    along_dot = g[:, :-1, 0] - g[:, 1:, 0]
+    spread = _masked_mean(dist.pow(2), okf, count).sqrt()  # [N, 1] (dist t real exactly when step t+1 is)
+    mean_step = _masked_mean(step, okf, count)
+    net = dist[:, :1]  # padded positions hold the first real snapshot
+    consec_ok = valid[:, :-2]  # consecutive-step cosine t (t = 2..W-1) is real when snapshot t-2 is
+    consec = F.pad(torch.where(consec_ok, consec_dot / (step[:, 1:] * step[:, :-1] + _TINY), 0.0), (1, 0))
+    log_step = _log_ratio(step, ref)
+    step_feats = torch.stack([step / (mean_step + _TINY), log_step, consec, along_dot / (step * net + _TINY)], dim=-1)
+    tokens = _tokens(dist / (spread + _TINY), step_feats, step_ok)
     pos = torch.arange(w - 1, dtype=emb.dtype, device=emb.device).expand(n, -1)
-    pos_c = (pos - _masked_mean(pos, okf)) * okf
-    pos_std = _masked_mean(pos_c.pow(2), okf).sqrt().clamp_min(_TINY)
-    mean_log = _masked_mean(log_step, okf)
-    log_std = _masked_mean((log_step - mean_log).pow(2), okf).sqrt()
+    pos_c = (pos - _masked_mean(pos, okf, count)) * okf
+    pos_std = _masked_mean(pos_c.pow(2), okf, count).sqrt().clamp_min(_TINY)
+    mean_log = _masked_mean(log_step, okf, count)
+    log_std = _masked_mean((log_step - mean_log).pow(2), okf, count).sqrt()
     fifth = (n_steps / 5).floor().clamp_min(1)
     rank = okf.cumsum(dim=1)  # 1..n_steps over the real steps
     early = okf * (rank <= fifth)
     late = okf * (rank > n_steps - fifth)
     window_feats = torch.cat(
         [
-            _log_ratio(spread, ref),
-            _log_ratio(mean_step, ref),
+            _log_ratio(torch.cat([spread, mean_step], dim=1), ref),
             net / ((step * okf).sum(dim=1, keepdim=True) + _TINY),
-            _masked_mean(consec, consec_ok.to(emb.dtype)),
-            _masked_mean(log_step * pos_c / pos_std, okf),  # trend of the relative step size
+            consec.sum(dim=1, keepdim=True) / _count(consec_ok),  # consec is zero where not real
+            _masked_mean(log_step * pos_c / pos_std, okf, count),  # trend of the relative step size
             log_std,
             log_step[:, -1:],
-            _masked_mean(log_step, late) - _masked_mean(log_step, early),
+            _masked_mean(log_step, late, _count(late)) - _masked_mean(log_step, early, _count(early)),
             n_valid.to(emb.dtype).unsqueeze(1) / w,
         ],
         dim=-1,
@@ -201,13 +217,13 @@ class AttentionPredictorNet(nn.Module):
         n, _, hid = h.shape
         heads, dh = self.cfg.heads, hid // self.cfg.heads
         q = self.q(h[:, -1]).view(n, heads, dh)
-        # score_hw = q_h . (Wk_h h_w) = (Wk_h^T q_h) . h_w
-        qk = torch.einsum("nhd,hde->nhe", q, self.k.weight.view(heads, dh, hid))
-        scores = (qk @ h.transpose(1, 2) / math.sqrt(dh)).masked_fill(~valid[:, None, :], float("-inf"))
+        # score_hw = q_h . (Wk_h h_w) = (Wk_h^T q_h) . h_w; head-batched bmm, not einsum (its overhead dominates here)
+        qk = torch.bmm(q.transpose(0, 1), self.k.weight.view(heads, dh, hid)).transpose(0, 1)  # [N, heads, H]
+        scores = (torch.bmm(qk, h.transpose(1, 2)) / math.sqrt(dh)).masked_fill(~valid[:, None, :], float("-inf"))
         attn = F.dropout(scores.softmax(dim=-1), self.cfg.dropout, self.training)
-        pooled = attn @ h  # [N, heads, H]
-        ctx = torch.einsum("nhe,hde->nhd", pooled, self.v.weight.view(heads, dh, hid))
-        ctx = ctx.reshape(n, hid) + self.v.bias
+        pooled = torch.bmm(attn, h)  # [N, heads, H]
+        ctx = torch.bmm(pooled.transpose(0, 1), self.v.weight.view(heads, dh, hid).transpose(1, 2))  # [heads, N, dh]
+        ctx = ctx.transpose(0, 1).reshape(n, hid) + self.v.bias
         return self.out(ctx)
 
     @torch.no_grad()

@@ -87,9 +87,8 @@ class WeightRecorder:
 
     def _chronological(self, ring: Tensor, layers: Sequence[int]) -> Tensor:
         """Rows ``layers`` of a ring buffer, reordered oldest snapshot first."""
-        order = (torch.arange(self.window, device=ring.device) + self.count) % self.window
         rows = torch.tensor(list(layers), dtype=torch.int64, device=ring.device)
-        return ring.index_select(0, rows).index_select(1, order)
+        return ring.index_select(0, rows).roll(-(self.count % self.window), dims=1)  # slot count % W is the oldest
 
     def valid_mask(self, n: int) -> Tensor:
         """``[n, W]`` bool: which window positions hold a recorded snapshot (the last min(count, W))."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -130,9 +131,10 @@ class SmartFRZ(Policy):
             return num_frozen
         rows = self.recorder.active  # recorder rows == positions in self._judged
         probs = self._predict(rows)
-        if probs.shape != (len(rows),) or not bool(torch.isfinite(probs).all()):
+        values = probs.tolist() if probs.shape == (len(rows),) else []
+        if len(values) != len(rows) or not all(map(math.isfinite, values)):
             raise RuntimeError(f"predictor returned {tuple(probs.shape)} / non-finite values for {len(rows)} windows")
-        layer_prob = {self._judged[r]: float(p) for r, p in zip(rows, probs.tolist(), strict=True)}
+        layer_prob = {self._judged[r]: p for r, p in zip(rows, values, strict=True)}
         for b in range(num_frozen, self.ctx.num_freezable):
             in_block = [layer_prob[i] for i in self.ctx.layers_of(b) if i in layer_prob]
             if in_block:
