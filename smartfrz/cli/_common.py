@@ -75,6 +75,14 @@ def positive(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    value = float(text)
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 # (exception type, pattern in its message, hint): known fixes, added to the one-line error.
 Hint = tuple[type[BaseException], str, str]
 
