@@ -72,11 +72,11 @@ def test_existing_runs_suggest_resume(tmp_path, capsys):
     assert "add --resume to keep finished runs" in _error(capsys)
 
 
-@pytest.mark.parametrize("tol", ["-0.1", "nan", "inf"])
-def test_frontier_tolerance_must_be_a_finite_non_negative_number(tol, tmp_path, capsys):
+@pytest.mark.parametrize("tol", ["nan", "inf"])
+def test_frontier_tolerance_must_be_a_finite_number(tol, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["probes", "frontier", "--traces", str(tmp_path), "--tol", tol])
-    assert exc.value.code == 2 and "must be a finite number >= 0" in capsys.readouterr().err
+    assert exc.value.code == 2 and "must be a finite number" in capsys.readouterr().err
 
 
 def test_merge_of_a_missing_folder_is_one_line(tmp_path, capsys):

@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from smartfrz.cli._common import HELP_FORMAT, Hint, add_debug, non_negative_float, positive
+from smartfrz.cli._common import HELP_FORMAT, Hint, add_debug, finite_float, positive
 from smartfrz.cli.fit import LABEL_RULES
 
 NAME = "probes"
@@ -51,7 +51,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     frontier.add_argument(
         "--seeds", type=positive, default=1, help="seeds per schedule: the trace's and the ones after it"
     )
-    frontier.add_argument("--tol", type=non_negative_float, default=0.2, help="accuracy points a safe freeze may lose")
+    frontier.add_argument(
+        "--tol", type=finite_float, default=0.2, help="accuracy points a safe freeze may lose (negative: must gain)"
+    )
     frontier.add_argument("--cache", type=Path, default=None, help="JSON probe cache, read and extended")
     add_debug(p)
     p.set_defaults(func=run, hints=HINTS)
