@@ -77,6 +77,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         torch.save({"plain": _run(rank, False), "cache": _run(rank, True)}, Path(out) / f"rank{rank}.pt")
+        dist.barrier()  # both ranks done with every collective before either tears gloo down
     finally:
         dist.destroy_process_group()
 
