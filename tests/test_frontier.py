@@ -13,7 +13,7 @@ from smartfrz.calibration import frontier_probes
 from smartfrz.calibration.frontier import search_frontier
 from smartfrz.calibration.frontier_match import match_schedule, summarise_matches
 from smartfrz.calibration.frontier_probes import frozen_share, measure_frontier
-from smartfrz.calibration.frontier_report import frontier_markdown, summarise_frontiers
+from smartfrz.calibration.frontier_report import _match_tables, frontier_markdown, summarise_frontiers
 from smartfrz.calibration.probe_cache import ProbeCache, probe_key
 from smartfrz.calibration.probes import ScheduleProbe
 from smartfrz.cli import main as smartfrz_main
@@ -156,9 +156,33 @@ def test_match_counts_unsafe_late_and_exact_blocks_and_their_shares():
     summary = summarise_matches([m, safe])
     assert summary["per_rule"]["monotone:0.9"]["captured"] == pytest.approx(0.75)
     assert summary["per_rule"]["monotone:0.99"]["unsafe"] == 0
+    # equal net savings (0.05 each: m takes 0.075 but 0.025 of it early); the tie goes to fewer unsafe blocks
+    assert summary["per_rule"]["monotone:0.9"]["net_share"] == pytest.approx(0.05)
     assert summary["best"] == "monotone:0.99" and summary["best_per_family"] == {"cnn": "monotone:0.99"}
+    assert summary["held_out"] == {}  # one family: nothing to hold out
     with pytest.raises(ValueError, match="frontier of 3 blocks"):
         match_schedule(run, "x", [0, 1], [1, 1, 4])
+
+
+def test_rules_are_chosen_by_net_savings_and_checked_on_a_held_out_family():
+    cnn, mlp = hand_run(), hand_run()
+    mlp.info = SimpleNamespace(family="mlp")
+    frontier = [1, 1, 4]
+    # "early" freezes block 0 one interval before its frontier but takes everything else: more net savings
+    # than "late", which never freezes block 1.
+    early_cnn = match_schedule(cnn, "early", [0, 1, 4], frontier)
+    late_cnn = match_schedule(cnn, "late", [1, 4, 4], frontier)
+    assert early_cnn.unsafe and not late_cnn.unsafe
+    early_mlp = match_schedule(mlp, "early", [0, 0, 0], frontier)  # far too early on the mlp
+    late_mlp = match_schedule(mlp, "late", [1, 4, 4], frontier)
+    summary = summarise_matches([early_cnn, late_cnn, early_mlp, late_mlp])
+    assert summary["best_per_family"] == {"cnn": "early", "mlp": "late"}
+    held = summary["held_out"]
+    assert held["mlp"]["rule"] == "early"
+    assert held["mlp"]["net_share"] < summary["per_family"]["mlp"]["late"]["net_share"]
+    assert held["cnn"]["rule"] == "late"
+    md = _match_tables(summary)
+    assert any(line.startswith("| mlp | early |") for line in md)
 
 
 def test_probes_help_documents_the_frontier_mode(capsys):

@@ -8,7 +8,7 @@ import torch
 
 from smartfrz.collection.cka import GramStore, cka_against_final, cka_matrix
 from smartfrz.predictor.dataset import RunLayout, WindowSet
-from smartfrz.predictor.labels import LabelRule, label_pairs, label_run, remaining_path
+from smartfrz.predictor.labels import LabelRule, label_pairs, label_run, near_final_accuracy, remaining_path
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig, window_features
 from smartfrz.predictor.simulate import choose_threshold_by_savings, simulate, summarise
 from smartfrz.zoo.schedules import lr_factor
@@ -62,11 +62,50 @@ def test_remaining_cap_keeps_a_layer_that_looks_converged_to_cka_but_has_not_mov
         LabelRule(remaining=1.5)
 
 
+def test_accuracy_gate_holds_labels_back_until_accuracy_stays_near_its_final() -> None:
+    acc = np.array([0.1, 0.5, 0.8, 0.9, 0.95, 0.96, 0.96, 0.96])  # smoothed: ..., 0.937, 0.957, 0.96, 0.96
+    near = near_final_accuracy(acc, points=1.0)
+    assert near.tolist() == [False] * 5 + [True] * 3
+    dip = np.array([0.96, 0.96, 0.96, 0.5, 0.5, 0.96, 0.96, 0.96])  # near the final early, then a dip
+    assert near_final_accuracy(dip, points=1.0).tolist() == [False] * 6 + [True] * 2
+    cka = np.ones((8, 2))
+    steps = np.arange(8)
+    gated = label_run(cka, None, steps, LabelRule(acc_gate=1.0), val_acc=acc)
+    assert gated.tolist() == [[v, v] for v in near.tolist()]
+    assert label_run(cka, None, steps, LabelRule(acc_gate=100.0), val_acc=acc).all()  # a loose gate: CKA decides
+    with pytest.raises(ValueError, match="needs the run's per-snapshot validation accuracy"):
+        label_run(cka, None, steps, LabelRule(acc_gate=1.0))
+    with pytest.raises(ValueError, match="non-finite"):
+        near_final_accuracy(np.array([0.5, np.nan]), 1.0)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="acc_gate"):
+            LabelRule(acc_gate=bad)
+
+
 def test_rule_keys_round_trip_and_bad_keys_are_refused() -> None:
-    for key in ("monotone:0.999", "monotone:0.999:0.5", "horizon:0.95"):
+    for key in (
+        "monotone:0.999",
+        "monotone:0.999:0.5",
+        "horizon:0.95",
+        "horizon@0.1:0.99",
+        "horizon@0.5:0.9:0.25",
+        "monotone:0.998:0.25,acc=1",
+    ):
         assert LabelRule.parse(key).key == key
     assert LabelRule.parse("stable:0.99:0.25") == LabelRule("stable", 0.99, remaining=0.25)
-    for bad in ("monotone", "monotone:x", "monotone:0.9:0.5:1", "nope:0.9"):
+    assert LabelRule.parse("horizon@0.1:0.99") == LabelRule("horizon", 0.99, horizon=0.1)
+    assert LabelRule.parse("monotone:0.99,acc=0.5") == LabelRule("monotone", 0.99, acc_gate=0.5)
+    assert LabelRule.parse("horizon@0.25:0.99").key == "horizon:0.99"  # the default look-ahead is not spelled out
+    for bad in (
+        "monotone",
+        "monotone:x",
+        "monotone:0.9:0.5:1",
+        "nope:0.9",
+        "monotone@0.1:0.9",
+        "horizon@2:0.9",
+        "monotone:0.9,x=1",
+        "monotone:0.9,acc=-1",
+    ):
         with pytest.raises(ValueError):
             LabelRule.parse(bad)
 

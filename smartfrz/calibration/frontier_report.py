@@ -81,8 +81,8 @@ def _match_tables(match: dict[str, Any]) -> list[str]:
     """Per rule and family: blocks exact / late / unsafe, savings lost and captured; the unsafe freezes."""
     out = [
         "| rule | family | runs | blocks | exact | late | unsafe | runs with unsafe | frontier share | lost "
-        "| captured | frozen early |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| captured | frozen early | net |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [(k, "all", s) for k, s in match["per_rule"].items()]
     rows += [(k, fam, s) for fam, per in match["per_family"].items() for k, s in per.items()]
@@ -91,14 +91,28 @@ def _match_tables(match: dict[str, Any]) -> list[str]:
         out.append(
             f"| {key} | {fam} | {s['runs']} | {s['blocks']} | {s['exact']} | {s['late']} | {s['unsafe']} "
             f"| {s['runs_with_unsafe']} | {s['frontier_share']:.1%} | {s['lost_share']:.1%} | {captured} "
-            f"| {s['unsafe_share']:.1%} |"
+            f"| {s['unsafe_share']:.1%} | {s['net_share']:.1%} |"
         )
     best = ", ".join(f"{fam}: {k}" for fam, k in match["best_per_family"].items())
     out += [
         "",
-        f"Best rule (fewest unsafe blocks, then least frozen early, then least savings lost): {match['best']}; "
-        f"per family: {best}. Captured: the frontier's savings a rule takes (late blocks lose some).",
+        f"Best rule (most net savings: the frontier's savings taken, minus the share frozen before the frontier): "
+        f"{match['best']}; per family: {best}. Captured: the frontier's savings a rule takes (late blocks lose some).",
     ]
+    if match.get("held_out"):
+        out += [
+            "",
+            "Chosen without the family (best net savings on the others), scored on it:",
+            "",
+            "| held-out family | rule chosen on the rest | unsafe | captured | frozen early | net | best net here |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for fam, h in match["held_out"].items():
+            top = match["per_family"][fam][match["best_per_family"][fam]]["net_share"]
+            out.append(
+                f"| {fam} | {h['rule']} | {h['unsafe']}/{h['blocks']} | {h['captured']:.0%} | {h['unsafe_share']:.1%} "
+                f"| {h['net_share']:.1%} | {top:.1%} |"
+            )
     unsafe = [(m, u) for m in match["matches"] for u in m["unsafe"]]
     if unsafe:
         out += ["", "| rule | run | block | frozen at | frontier |", "|---|---|---|---|---|"]

@@ -26,7 +26,7 @@ from smartfrz.collection.grid import RunSpec
 from smartfrz.collection.runner import build_run
 from smartfrz.collection.snapshots import evaluate
 from smartfrz.layers import find_layers
-from smartfrz.predictor.labels import LabelRule, block_freeze_snapshots, label_run
+from smartfrz.predictor.labels import DEFAULT_HORIZON, LabelRule, block_freeze_snapshots, label_run
 from smartfrz.runtime.mechanism import freeze_module
 from smartfrz.traces import RunRecord, TraceSet
 from smartfrz.utils.batches import to_device
@@ -58,11 +58,13 @@ class ProbeResult(ScheduleProbe):
     reference_acc: float
     acc_loss_points: float  # (reference - probe) * 100; positive = freezing lost accuracy
     remaining: float | None = None  # the rule's weight-path cap (LabelRule.remaining)
+    horizon: float = DEFAULT_HORIZON  # the horizon rule's look-ahead (LabelRule.horizon)
+    acc_gate: float | None = None  # the rule's accuracy gate (LabelRule.acc_gate)
 
     @property
     def rule_key(self) -> str:
-        """The probed rule as ``RULE:TAU[:REMAINING]``."""
-        return LabelRule(self.rule, self.tau, remaining=self.remaining).key
+        """The probed rule as ``RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS]``."""
+        return LabelRule(self.rule, self.tau, self.horizon, self.remaining, self.acc_gate).key
 
 
 def _spec(run: RunRecord) -> RunSpec:
@@ -75,7 +77,7 @@ def _spec(run: RunRecord) -> RunSpec:
 
 def rule_schedule(run: RunRecord, rule: LabelRule) -> np.ndarray:
     """The rule's freeze snapshot per freezable block of ``run`` (T = never)."""
-    labels = label_run(run.cka, run.cka_pairs, run.steps, rule, run.samples)
+    labels = label_run(run.cka, run.cka_pairs, run.steps, rule, run.samples, run.val_acc)
     return block_freeze_snapshots(labels, run.block, int(run.block.max()) + 1)
 
 
@@ -94,6 +96,8 @@ def probe_schedule(run: RunRecord, freeze_at: np.ndarray, rule: LabelRule, progr
         rule=rule.rule,
         tau=rule.tau,
         remaining=rule.remaining,
+        horizon=rule.horizon,
+        acc_gate=rule.acc_gate,
         reference_acc=reference,
         acc_loss_points=(reference - probe.probe_acc) * 100.0,
     )

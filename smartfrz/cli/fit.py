@@ -78,6 +78,14 @@ def configure(p: argparse.ArgumentParser) -> None:
         "distance to the end (off by default); CKA alone calls input projections converged at init",
     )
     p.add_argument(
+        "--acc-gate",
+        type=float,
+        default=_default(RULE, "acc_gate"),
+        metavar="POINTS",
+        help="also require the run's smoothed validation accuracy to stay within POINTS of its final from the "
+        "snapshot on (off by default); freeze probes show CKA alone labels layers while accuracy still climbs",
+    )
+    p.add_argument(
         "--threshold-by",
         choices=("savings", "precision"),
         default="savings",
@@ -161,7 +169,7 @@ def fit_config(args: argparse.Namespace) -> Any:
     )
     return FitConfig(
         traces=[str(t) for t in args.traces],
-        label_rule=LabelRule(args.label_rule, args.tau, args.horizon, args.remaining),
+        label_rule=LabelRule(args.label_rule, args.tau, args.horizon, args.remaining, args.acc_gate),
         model=model,
         threshold_by=args.threshold_by,
         max_early_share=args.max_early_share,

@@ -39,7 +39,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--rules",
         nargs="+",
         default=None,
-        help="rules as RULE:TAU[:REMAINING] (e.g. horizon:0.95 monotone:0.999:0.5; REMAINING caps the weights' "
+        help="rules as RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS] (e.g. horizon@0.5:0.995 monotone:0.999:0.5 "
+        "monotone:0.998:0.25,acc=1; HORIZON is the horizon rule's look-ahead, ACC gates on accuracy near its final "
+        "as smartfrz fit --acc-gate; REMAINING caps the weights' "
         "remaining distance to the end, as smartfrz fit --remaining); replace --taus",
     )
     p.add_argument("--runs", nargs="+", default=None, help="run ids (default: all unflagged runs)")
@@ -65,13 +67,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _rule(text: str):
-    """Parse ``RULE:TAU[:REMAINING]`` (e.g. ``horizon:0.95``, ``monotone:0.999:0.5``) into a LabelRule."""
+    """Parse ``RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS]`` (e.g. ``horizon:0.95``) into a LabelRule."""
     from smartfrz.predictor.labels import LabelRule
 
     try:
         return LabelRule.parse(text)
     except ValueError as err:
-        raise ValueError(f"bad --rules entry {text!r} (want RULE:TAU[:REMAINING], e.g. horizon:0.95): {err}") from None
+        want = "RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS], e.g. horizon:0.95"
+        raise ValueError(f"bad --rules entry {text!r} (want {want}): {err}") from None
 
 
 def _wanted(args: argparse.Namespace, traces) -> list[str]:

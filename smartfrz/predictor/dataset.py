@@ -124,7 +124,7 @@ def load_windows(
         if rule.needs_pairs and run.cka_pairs is None:
             skipped.append(f"{info.run_id} (no cka_pairs for rule {rule.rule!r})")
             continue
-        labels = label_run(run.cka, run.cka_pairs, run.steps, rule, run.samples)  # [T, L]
+        labels = label_run(run.cka, run.cka_pairs, run.steps, rule, run.samples, run.val_acc)  # [T, L]
         layouts[info.run_id] = RunLayout(run.block.astype(np.int64), run.numel.astype(np.int64), len(run.steps))
         feats = baseline_features_upto(run.samples, window, min_window)  # [T, L, F]
         context = run_context(run)

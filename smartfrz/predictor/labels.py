@@ -8,6 +8,8 @@ import numpy as np
 
 LABEL_RULES = ("monotone", "pointwise", "horizon", "stable")
 PAIRWISE_RULES = ("horizon", "stable")
+DEFAULT_HORIZON = 0.25
+"""Look-ahead of the horizon rule, as a fraction of training, unless a rule says otherwise."""
 """Rules that need the snapshot-pair CKA matrix (``cka_pairs``), not only the curve against the final model."""
 
 
@@ -20,6 +22,11 @@ class LabelRule:
     close to all it becomes, not only to the end). horizon: the same over the next ``horizon`` fraction
     of training only, so the label does not depend on where the run happens to stop.
 
+    ``acc_gate`` (any rule, off when None) also requires the run to be near its end accuracy: the
+    run's validation accuracy, smoothed over 3 snapshots, stays within ``acc_gate`` points of its final
+    value from t on. Freeze probes find that CKA alone calls layers converged while accuracy still
+    climbs (predictor_data/frontier_rule_grid.md); the gate holds those back.
+
     ``remaining`` (any rule, off when None) also requires the layer's sampled weights to have covered
     most of their way to the end: ||w_t' - w_T|| <= remaining * ||w_0 - w_T|| at every t' >= t. Linear
     CKA of a layer that projects a low-dimensional input (a ViT patch embedding) is near 1 for almost any
@@ -28,8 +35,9 @@ class LabelRule:
 
     rule: str = "monotone"
     tau: float = 0.999
-    horizon: float = 0.25  # fraction of training the horizon rule looks ahead
+    horizon: float = DEFAULT_HORIZON  # fraction of training the horizon rule looks ahead
     remaining: float | None = None  # cap on the weights' remaining distance to the end, relative to the whole
+    acc_gate: float | None = None  # accuracy points below the final a labelled snapshot may sit (smoothed)
 
     def __post_init__(self) -> None:
         """Reject unknown rules, thresholds outside (0, 1] and horizons outside (0, 1]."""
@@ -41,6 +49,8 @@ class LabelRule:
             raise ValueError(f"label horizon must be a fraction in (0, 1], got {self.horizon}")
         if self.remaining is not None and not 0.0 <= self.remaining <= 1.0:
             raise ValueError(f"label remaining must be a fraction in [0, 1], got {self.remaining}")
+        if self.acc_gate is not None and not (np.isfinite(self.acc_gate) and self.acc_gate >= 0.0):
+            raise ValueError(f"label acc_gate must be a finite number of points >= 0, got {self.acc_gate}")
 
     @property
     def needs_pairs(self) -> bool:
@@ -52,22 +62,37 @@ class LabelRule:
         extra = f" over {self.horizon:.0%} of training" if self.rule == "horizon" else ""
         if self.remaining is not None:
             extra += f", weights within {self.remaining:g} of their path's end"
+        if self.acc_gate is not None:
+            extra += f", accuracy within {self.acc_gate:g} points of the final"
         return f"{self.rule} CKA >= {self.tau:g}{extra}"
 
     @property
     def key(self) -> str:
-        """``RULE:TAU`` or ``RULE:TAU:REMAINING``, the form probes and reports name a rule by."""
+        """``RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS]``, the form probes and reports name a rule by; the
+        horizon rule's look-ahead rides on its name when it is not the default (``horizon@0.1:0.99``)."""
+        name = self.rule
+        if self.rule == "horizon" and self.horizon != DEFAULT_HORIZON:
+            name += f"@{self.horizon:g}"
         tail = f":{self.remaining:g}" if self.remaining is not None else ""
-        return f"{self.rule}:{self.tau:g}{tail}"
+        gate = f",acc={self.acc_gate:g}" if self.acc_gate is not None else ""
+        return f"{name}:{self.tau:g}{tail}{gate}"
 
     @classmethod
     def parse(cls, text: str) -> LabelRule:
-        """The rule ``RULE:TAU[:REMAINING]`` names (e.g. ``monotone:0.999:0.5``); ValueError when malformed."""
+        """The rule ``RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS]`` names (e.g. ``monotone:0.999:0.5``,
+        ``horizon@0.1:0.99``, ``monotone:0.998:0.25,acc=1``); ValueError when malformed."""
+        text, comma, gate = text.partition(",")
+        if comma and not gate.startswith("acc="):
+            raise ValueError(f"want ,acc=POINTS after the rule, got {gate!r}")
+        acc_gate = float(gate[len("acc=") :]) if comma else None
         parts = text.split(":")
         if len(parts) not in (2, 3):
             raise ValueError(f"want RULE:TAU or RULE:TAU:REMAINING, got {text!r}")
+        name, _, horizon = parts[0].partition("@")
+        if horizon and name != "horizon":
+            raise ValueError(f"only the horizon rule takes a look-ahead (@H), got {text!r}")
         remaining = float(parts[2]) if len(parts) == 3 else None
-        return cls(parts[0], float(parts[1]), remaining=remaining)
+        return cls(name, float(parts[1]), float(horizon) if horizon else DEFAULT_HORIZON, remaining, acc_gate)
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and reports."""
@@ -122,16 +147,36 @@ def remaining_path(samples: np.ndarray) -> np.ndarray:
     return np.where(whole > 0, to_end / np.where(whole > 0, whole, 1.0), 0.0)  # a layer that never moved: 0
 
 
+def near_final_accuracy(val_acc: np.ndarray, points: float, window: int = 3) -> np.ndarray:
+    """[T] bool: the validation accuracy (a fraction), smoothed over ``window`` snapshots, stays within
+    ``points`` accuracy points of its final smoothed value from each snapshot on.
+
+    The smoothing (edge-padded moving mean) damps the noise of the small per-snapshot validation sample.
+    """
+    acc = np.asarray(val_acc, dtype=np.float64)
+    if acc.ndim != 1 or acc.size == 0:
+        raise ValueError(f"validation accuracy must be a non-empty [T] curve, got shape {acc.shape}")
+    if not np.all(np.isfinite(acc)):
+        raise ValueError("validation accuracy contains non-finite values; the accuracy gate cannot read it")
+    w = min(window, acc.size)
+    padded = np.pad(acc, (w // 2, w - 1 - w // 2), mode="edge")
+    smooth = np.convolve(padded, np.ones(w) / w, mode="valid")
+    final = smooth[-w:].mean()
+    return np.minimum.accumulate(smooth[::-1])[::-1] >= final - points / 100.0
+
+
 def label_run(
     cka: np.ndarray,
     pairs: np.ndarray | None,
     steps: np.ndarray,
     rule: LabelRule,
     samples: np.ndarray | None = None,
+    val_acc: np.ndarray | None = None,
 ) -> np.ndarray:
     """Labels [T, L] of one run under ``rule``; ValueError when the run lacks what the rule reads.
 
-    Pairwise rules read the snapshot-pair CKA ``pairs``; a ``remaining`` cap reads the sampled weights.
+    Pairwise rules read the snapshot-pair CKA ``pairs``; a ``remaining`` cap reads the sampled weights;
+    an ``acc_gate`` reads the per-snapshot validation accuracy.
     """
     if rule.needs_pairs:
         if pairs is None:
@@ -139,6 +184,10 @@ def label_run(
         labels = label_pairs(pairs, steps, rule)
     else:
         labels = label_curves(cka, rule)
+    if rule.acc_gate is not None:
+        if val_acc is None:
+            raise ValueError("a label rule with `acc_gate` needs the run's per-snapshot validation accuracy")
+        labels = labels & near_final_accuracy(val_acc, rule.acc_gate)[:, None]
     if rule.remaining is None:
         return labels
     if samples is None:

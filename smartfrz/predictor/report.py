@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from smartfrz._version import code_version as code_version  # re-exported for fit_predictor
-from smartfrz.predictor.labels import LabelRule
+from smartfrz.predictor.labels import DEFAULT_HORIZON, LabelRule
 
 _COLS = ("n", "positives", "roc_auc", "pr_auc", "precision", "recall", "f1")
 
@@ -152,8 +152,9 @@ def probes_markdown(summary: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in summary["probes"]:
+        rule = LabelRule(r["rule"], r["tau"], r.get("horizon", DEFAULT_HORIZON), r.get("remaining"), r.get("acc_gate"))
         lines.append(
-            f"| {r['run_id']} | {LabelRule(r['rule'], r['tau'], remaining=r.get('remaining')).key} "
+            f"| {r['run_id']} | {rule.key} "
             f"| {r['frozen_blocks']}/{r['n_blocks'] - 1} "
             f"| {r['reference_acc']:.4f} | {r['probe_acc']:.4f} | {r['acc_loss_points']:.2f} "
             f"| {_fmt(r['replay_max_abs_err'])} |"
