@@ -6,10 +6,13 @@ cosine-wu<w>, linear). The frontier column is what a perfect predictor of the la
 predictor columns use the test runs of `smartfrz fit`'s default grouped split, which it never trained on.
 ``--frontier`` takes the JSON of `smartfrz probes frontier`: its runs are scored against their
 probe-measured frontier instead, and listed with the share of it the predictor captures and every
-freeze that came before it.
+freeze that came before it; ``--thresholds`` also replays those runs at other thresholds than the
+predictor's own, to see what a threshold trades (net: savings at or after the frontier minus before it).
 
     python benchmarks/simulate_by_recipe.py traces/corpus/runs traces/default/traces.h5
     python benchmarks/simulate_by_recipe.py traces/default/traces.h5 --frontier predictor_data/frontier_default.json
+    python benchmarks/simulate_by_recipe.py traces/corpus/runs --frontier predictor_data/frontier_rule_grid.json \
+        --thresholds 0.5 0.7 0.9
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from smartfrz.predictor import load_predictor
 from smartfrz.predictor.dataset import load_windows
 from smartfrz.predictor.fit import FitConfig
-from smartfrz.predictor.simulate import SimulatedRun, simulate
+from smartfrz.predictor.simulate import SimulatedRun, simulate, summarise
 from smartfrz.predictor.split import grouped_split
 from smartfrz.predictor.train import TrainConfig, predict_windows
 from smartfrz.traces import RunInfo, open_traces
@@ -69,14 +72,31 @@ def table(runs: list[SimulatedRun], recipes: dict[str, str], test_ids: set[str])
 def probed_table(runs: list[SimulatedRun], probed: set[str]) -> str:
     """One markdown row per run with a probe-measured frontier: savings, share captured, early freezes."""
     lines = [
-        "| run (probe frontier) | predictor saved | frontier saved | captured | frozen before the frontier |",
-        "|---|---|---|---|---|",
+        "| run (probe frontier) | predictor saved | frontier saved | captured | saved before the frontier "
+        "| frozen before the frontier |",
+        "|---|---|---|---|---|---|",
     ]
     for r in (r for r in runs if r.run_id in probed):
         captured = f"{r.saved / r.frontier_saved:.0%}" if r.frontier_saved > 0 else "-"
         early = "; ".join(f"block {e['block']} at {e['at']:.0%} (frontier {e['frontier']:.0%})" for e in r.early)
         lines.append(
-            f"| {r.run_id} | {100 * r.saved:.1f}% | {100 * r.frontier_saved:.1f}% | {captured} | {early or 'none'} |"
+            f"| {r.run_id} | {100 * r.saved:.1f}% | {100 * r.frontier_saved:.1f}% | {captured} "
+            f"| {100 * r.early_saved:.1f}% | {early or 'none'} |"
+        )
+    return "\n".join(lines)
+
+
+def threshold_table(data, probs: np.ndarray, thresholds: list[float], probed: dict[str, list[int]]) -> str:
+    """One markdown row per threshold over the probed runs: mean savings, frontier, early share, net."""
+    lines = [
+        "| threshold | runs | saved | frontier | saved before the frontier | net | blocks frozen early |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for thr in thresholds:
+        s = summarise([r for r in simulate(data, probs, thr, frontiers=probed) if r.run_id in probed])["all"]
+        lines.append(
+            f"| {thr:g} | {s['runs']} | {100 * s['saved']:.1f}% | {100 * s['frontier_saved']:.1f}% "
+            f"| {100 * s['early_saved']:.1f}% | {100 * s['net_saved']:.1f}% | {s['early_blocks']} |"
         )
     return "\n".join(lines)
 
@@ -87,6 +107,9 @@ def main() -> None:
     parser.add_argument("traces", nargs="+", help="trace files or directories of run files")
     parser.add_argument("--predictor", default="default", help="a name in predictor_data/ or a .pt path")
     parser.add_argument("--frontier", type=Path, default=None, help="JSON of `smartfrz probes frontier`")
+    parser.add_argument(
+        "--thresholds", type=float, nargs="+", default=None, help="with --frontier: also replay at these thresholds"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     predictor = load_predictor(args.predictor)
@@ -99,10 +122,16 @@ def main() -> None:
     probed = (
         {r["run_id"]: r["frontier"] for r in json.loads(args.frontier.read_text())["runs"]} if args.frontier else {}
     )
-    runs = simulate(data, predict_windows(net, data), predictor.threshold, frontiers=probed)
+    if args.thresholds and not probed:
+        parser.error("--thresholds needs --frontier")
+    probs = predict_windows(net, data)
+    runs = simulate(data, probs, predictor.threshold, frontiers=probed)
     print(table(runs, recipes, set(data.run_id[split == "test"].tolist())))
     if probed:
         print("\n" + probed_table(runs, set(probed)))
+    if args.thresholds:
+        print(f"\nOn the probed runs, by threshold (the predictor's own: {predictor.threshold:g}):\n")
+        print(threshold_table(data, probs, args.thresholds, probed))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,13 @@ def fitted(traces, tmp_path_factory) -> Path:
 def test_fit_writes_checkpoint_report_and_card(fitted, traces):
     report = json.loads(fitted.with_name("smoke.report.json").read_text())
     card = fitted.with_name("smoke.card.md").read_text()
-    assert report["label_rule"] == {"rule": "monotone", "tau": 0.9, "horizon": 0.25, "remaining": None}
+    assert report["label_rule"] == {
+        "rule": "monotone",
+        "tau": 0.9,
+        "horizon": 0.25,
+        "remaining": None,
+        "acc_gate": None,
+    }
     assert set(report["metrics"]) == {"attention", "attention_no_progress", *BASELINES}
     for res in report["metrics"].values():
         assert set(res["test"]) == {"all", "cnn", "mlp"}
@@ -74,6 +80,27 @@ def test_fit_is_reproducible(fitted, traces, tmp_path):
     a = torch.load(fitted, weights_only=True)["state_dict"]
     b = torch.load(out, weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit_ships_the_threshold_calibrated_on_probe_frontiers(traces, tmp_path):
+    """--frontier: the shipped threshold is the sweep's pick on the probed runs; the card says so."""
+    infos = open_traces(traces).list_runs()
+    probed = {i.run_id: [i.n_snapshots // 2] * 3 for i in infos[:3]}  # 4 layers, the last the head: 3 blocks
+    front = tmp_path / "front.json"
+    front.write_text(json.dumps({"runs": [{"run_id": r, "frontier": f} for r, f in probed.items()]}))
+    out = tmp_path / "cal.pt"
+    args = ["fit", "--traces", str(traces), "--out", str(out), "--tau", "0.9", "--acc-gate", "5", "--no-latency"]
+    assert main([*args, "--frontier", str(front), *FIT_ARGS]) == 0
+    report = json.loads(out.with_name("cal.report.json").read_text())
+    cal = report["data"]["frontier_threshold"]
+    assert report["label_rule"]["acc_gate"] == 5.0
+    assert set(cal["runs_split"]) == set(probed) and cal["missing_runs"] == []
+    best = max(row["net_saved"] for row in cal["sweep"])
+    picks = [row["threshold"] for row in cal["sweep"] if row["net_saved"] >= best - cal["slack"]]
+    assert cal["threshold"] == max(picks) == report["threshold"] == pytest.approx(load_predictor(out).threshold)
+    assert "probe-measured frontiers" in out.with_name("cal.card.md").read_text()
+    front.write_text(json.dumps({"runs": [{"run_id": "nope", "frontier": [1, 1, 1]}]}))
+    assert main([*args, "--frontier", str(front), *FIT_ARGS]) == 2  # no fitted run has a frontier: one clear line
 
 
 def test_fit_rejects_min_windows_longer_than_runs(traces, tmp_path, capsys):

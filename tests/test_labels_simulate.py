@@ -10,7 +10,7 @@ from smartfrz.collection.cka import GramStore, cka_against_final, cka_matrix
 from smartfrz.predictor.dataset import RunLayout, WindowSet
 from smartfrz.predictor.labels import LabelRule, label_pairs, label_run, near_final_accuracy, remaining_path
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig, window_features
-from smartfrz.predictor.simulate import choose_threshold_by_savings, simulate, summarise
+from smartfrz.predictor.simulate import choose_threshold_by_frontier, choose_threshold_by_savings, simulate, summarise
 from smartfrz.zoo.schedules import lr_factor
 
 
@@ -214,8 +214,12 @@ def test_simulator_replays_the_prefix_walk_against_a_known_frontier() -> None:
     # parameter-time: block b frozen for (T - 1 - at) of T snapshot intervals, 10 of 30 weights each
     assert run.saved == pytest.approx((10 * 7 / 10 + 10 * 2 / 10) / 30)
     assert run.frontier_saved == pytest.approx((10 * 5 / 10 + 10 * 3 / 10) / 30)
+    # block 0 frozen two intervals before its frontier: 10 weights x 2 of 10 intervals, of 30 weights
+    assert run.early_saved == pytest.approx(10 * 2 / 10 / 30)
+    assert run.net_saved == pytest.approx(run.saved - 2 * run.early_saved)
     summary = summarise([run])["all"]
     assert summary["captured"] == pytest.approx(run.saved / run.frontier_saved)
+    assert summary["net_saved"] == pytest.approx(run.net_saved)
     assert summary["early_blocks"] == 1 and summary["early_block_share"] == 0.5
     # block 1 cannot freeze before block 0: the prefix waits
     probs2 = np.zeros((n_t, 3))
@@ -229,6 +233,30 @@ def test_simulator_replays_the_prefix_walk_against_a_known_frontier() -> None:
     (probed,) = simulate(data, probs.ravel(), 0.5, frontiers={"r": [1, 8]})
     assert probed.frontier == [1, 8] and probed.predicted == [2, 7]
     assert probed.early == [{"block": 1, "at": 0.8, "frontier": 0.9}]
+
+
+def test_frontier_threshold_takes_the_most_net_savings_and_prefers_the_higher_of_near_ties() -> None:
+    n_t = 10
+    block = np.array([0, 1, 2])
+    data = _window_set(np.zeros((n_t, 3), bool), block)
+    probs = np.zeros((n_t, 3))
+    probs[2:, 0] = 0.6  # block 0 passes 0.6 from snapshot 2 (its frontier: 2) and 0.8 from 6
+    probs[6:, 0] = 0.8
+    probs[3:, 1] = 0.7  # block 1 passes 0.7 from 3, but its frontier is 5: early below 0.7
+    frontiers = {"r": [2, 5]}
+    thr, sweep = choose_threshold_by_frontier(
+        data, probs.ravel(), frontiers, slack=0.0, grid=np.array([0.5, 0.65, 0.9])
+    )
+    by = {row["threshold"]: row for row in sweep}
+    # 0.5: block 0 at 2 (exact), block 1 at 3 (2 early intervals): net = saved - 2 x early
+    assert by[0.5]["early_saved"] == pytest.approx(10 * 2 / 10 / 30)
+    # 0.65: block 0 waits for 6 and block 1 for it; nothing early but less saved. 0.9: nothing at all.
+    assert by[0.65]["early_saved"] == 0.0 and by[0.9]["saved"] == 0.0
+    assert thr == max(by, key=lambda t: (by[t]["net_saved"], t))
+    loose, _ = choose_threshold_by_frontier(data, probs.ravel(), frontiers, slack=1.0, grid=np.array([0.5, 0.65, 0.9]))
+    assert loose == 0.9  # any net is within a slack of 1: the highest threshold
+    with pytest.raises(ValueError, match="probe-measured frontier"):
+        choose_threshold_by_frontier(data, probs.ravel(), {"other": [1, 1]})
 
 
 class _ContextSpy:

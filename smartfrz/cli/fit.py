@@ -93,6 +93,21 @@ def configure(p: argparse.ArgumentParser) -> None:
         "blocks before their label frontier; precision: --min-precision on val windows",
     )
     p.add_argument(
+        "--frontier",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="probe-measured frontiers (smartfrz probes frontier --out): ship the highest threshold whose replay "
+        "on those runs nets within --frontier-slack of the most savings (at or after each block's frontier, "
+        "minus before it), instead of the --threshold-by one",
+    )
+    p.add_argument(
+        "--frontier-slack",
+        type=float,
+        default=_default(FIT, "frontier_slack"),
+        help="net savings share a higher threshold may give up against the best",
+    )
+    p.add_argument(
         "--max-early-share",
         type=float,
         default=_default(FIT, "max_early_share"),
@@ -173,6 +188,8 @@ def fit_config(args: argparse.Namespace) -> Any:
         model=model,
         threshold_by=args.threshold_by,
         max_early_share=args.max_early_share,
+        frontier=str(args.frontier) if args.frontier else None,
+        frontier_slack=args.frontier_slack,
         min_precision=args.min_precision,
         val_frac=args.val_frac,
         test_frac=args.test_frac,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -15,7 +17,7 @@ from smartfrz.predictor.dataset import WindowSet, load_windows
 from smartfrz.predictor.labels import LabelRule
 from smartfrz.predictor.metrics import choose_threshold, metrics_by_family
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
-from smartfrz.predictor.simulate import choose_threshold_by_savings, simulate, summarise
+from smartfrz.predictor.simulate import choose_threshold_by_frontier, choose_threshold_by_savings, simulate, summarise
 from smartfrz.predictor.split import grouped_split, holdout_family_split
 from smartfrz.predictor.train import TrainConfig, TrainResult, predict_windows, train_predictor
 from smartfrz.traces import open_traces
@@ -32,6 +34,8 @@ class FitConfig:
     min_precision: float = 0.95
     threshold_by: str = "savings"  # "savings" (policy simulation on val runs) or "precision" (label precision)
     max_early_share: float = 0.1  # at most this share of val blocks may freeze before their frontier
+    frontier: str | None = None  # JSON of `smartfrz probes frontier`: the shipped threshold is chosen on it
+    frontier_slack: float = 0.01  # the highest threshold within this net share of the best is chosen
     val_frac: float = 0.2
     test_frac: float = 0.2
     group_by: str = "run"
@@ -156,6 +160,7 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
             }
             lofo[fam]["threshold_met_on_val"] = ev.threshold_met
     runs = {fam: sorted(set(data.run_id[data.family == fam].tolist())) for fam in families}
+    calibration = _calibrate_on_frontier(main, data, split, cfg) if cfg.frontier else None
     summary = {
         "traces": [os.fspath(t) for t in cfg.traces],
         "runs_per_family": {f: len(r) for f, r in runs.items()},
@@ -164,5 +169,27 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
         "positive_fraction": float(data.y.mean()),
         "split": main.split_sizes,
         "lofo": lofo,
+        "frontier_threshold": calibration,
     }
     return main, summary
+
+
+def _calibrate_on_frontier(main: Evaluation, data: WindowSet, split: np.ndarray, cfg: FitConfig) -> dict[str, Any]:
+    """Replace the shipped threshold by the one with the most net savings on the probed runs; what it saw."""
+    frontiers = {r["run_id"]: r["frontier"] for r in json.loads(Path(cfg.frontier).read_text())["runs"]}
+    mask = np.isin(data.run_id, list(frontiers))
+    probed = data.subset(mask)
+    threshold, sweep = choose_threshold_by_frontier(
+        probed, predict_windows(main.net, probed), frontiers, cfg.frontier_slack
+    )
+    val_threshold, main.threshold = main.threshold, threshold
+    in_split = {rid: str(split[mask][probed.run_id == rid][0]) for rid in sorted(set(probed.run_id.tolist()))}
+    return {
+        "frontier": cfg.frontier,
+        "threshold": threshold,
+        "validation_threshold": val_threshold,
+        "slack": cfg.frontier_slack,
+        "runs_split": in_split,
+        "missing_runs": sorted(set(frontiers) - set(in_split)),
+        "sweep": sweep,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ def report_markdown(report: dict[str, Any]) -> str:
             else f"Threshold {report['threshold']:.4f}: the lowest whose replay on the validation runs froze at most "
             f"{report.get('max_early_share', 0.1):.0%} of blocks before their label frontier"
         )
-        + ".",
+        + "."
+        + _frontier_threshold_line(d.get("frontier_threshold")),
         "",
         "### Test split (held-out runs), threshold chosen on validation per model",
         "",
@@ -133,6 +135,20 @@ def write_report(report: dict[str, Any], stem: Path) -> tuple[Path, Path]:
     ]
     card_path.write_text("\n".join(card))
     return json_path, card_path
+
+
+def _frontier_threshold_line(cal: dict[str, Any] | None) -> str:
+    """The sentence on a threshold calibrated on probe-measured frontiers (empty when there was none)."""
+    if not cal:
+        return ""
+    splits = Counter(cal["runs_split"].values())
+    best = max(cal["sweep"], key=lambda row: row["net_saved"])
+    return (
+        f" Shipped threshold {cal['threshold']:.2f} instead (the validation one, {cal['validation_threshold']:.2f}, "
+        f"scores the test tables below): the highest within {cal['slack']:.0%} of the most net savings on "
+        f"{len(cal['runs_split'])} runs with probe-measured frontiers ({cal['frontier']}; their splits: "
+        f"{dict(splits)}); best net {best['net_saved']:.1%} at {best['threshold']:.2f}."
+    )
 
 
 def probes_markdown(summary: dict[str, Any]) -> str:

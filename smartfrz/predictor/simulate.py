@@ -30,6 +30,12 @@ class SimulatedRun:
     saved: float  # parameter-time share frozen by the predictor
     frontier_saved: float  # the same at the frontier
     early: list[dict[str, float]]  # blocks frozen before the frontier: block, at, frontier (fractions of training)
+    early_saved: float = 0.0  # of ``saved``, the share frozen before the frontier
+
+    @property
+    def net_saved(self) -> float:
+        """Savings taken at or after the frontier minus those taken before it (the rule choice's measure)."""
+        return self.saved - 2.0 * self.early_saved
 
 
 def _staircase(scores: np.ndarray, layout: RunLayout, threshold: float) -> np.ndarray:
@@ -96,7 +102,8 @@ def simulate(
         ]
         family = str(data.family[rows[0]])
         saved, front_saved = _saved(pred, lay), _saved(front, lay)
-        out.append(SimulatedRun(rid, family, pred.tolist(), front.tolist(), saved, front_saved, early))
+        early_saved = saved - _saved(np.maximum(pred, front), lay)
+        out.append(SimulatedRun(rid, family, pred.tolist(), front.tolist(), saved, front_saved, early, early_saved))
     return out
 
 
@@ -112,6 +119,8 @@ def summarise(runs: list[SimulatedRun]) -> dict[str, object]:
             "saved": saved,
             "frontier_saved": front,
             "captured": saved / front if front > 0 else float("nan"),
+            "early_saved": float(np.mean([r.early_saved for r in rs])),
+            "net_saved": float(np.mean([r.net_saved for r in rs])),
             "early_blocks": sum(len(r.early) for r in rs),
             "early_block_share": sum(len(r.early) for r in rs) / max(1, blocks),
             "runs_with_early": sum(bool(r.early) for r in rs),
@@ -148,3 +157,31 @@ def choose_threshold_by_savings(
             break
     assert best is not None, "the threshold grid is empty"
     return best
+
+
+def choose_threshold_by_frontier(
+    data: WindowSet,
+    probs: np.ndarray,
+    frontiers: Mapping[str, Sequence[int]],
+    slack: float = 0.01,
+    grid: np.ndarray | None = None,
+) -> tuple[float, list[dict[str, float]]]:
+    """The threshold with the most net savings against probe-measured frontiers, and the sweep behind it.
+
+    Net savings (taken at or after each block's frontier, minus those taken before it) are averaged over
+    the runs of ``data`` that have a frontier; the highest threshold whose net is within ``slack`` of the
+    best is chosen, since a lower one buys little and adds early freezes. ValueError when no run of
+    ``data`` has a frontier.
+    """
+    probed = sorted(set(data.run_id.tolist()) & set(frontiers))
+    if not probed:
+        raise ValueError("none of the fitted runs has a probe-measured frontier; check the frontier JSON's run ids")
+    grid = np.round(np.arange(0.3, 0.991, 0.01), 2) if grid is None else grid
+    sweep = []
+    for thr in sorted(float(t) for t in grid):
+        runs = [r for r in simulate(data, probs, thr, frontiers=frontiers) if r.run_id in frontiers]
+        agg = summarise(runs)["all"]
+        sweep.append({"threshold": thr, **{k: float(agg[k]) for k in ("saved", "early_saved", "net_saved")}})
+    best = max(row["net_saved"] for row in sweep)
+    chosen = max(row["threshold"] for row in sweep if row["net_saved"] >= best - slack)
+    return chosen, sweep
