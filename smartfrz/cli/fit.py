@@ -95,9 +95,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--frontier",
         type=Path,
+        nargs="+",
         default=None,
         metavar="JSON",
-        help="probe-measured frontiers (smartfrz probes frontier --out): ship the highest threshold whose replay "
+        help="probe-measured frontiers (files of smartfrz probes frontier --out): ship the highest threshold "
+        "whose replay "
         "on those runs nets within --frontier-slack of the most savings (at or after each block's frontier, "
         "minus before it), instead of the --threshold-by one",
     )
@@ -188,7 +190,7 @@ def fit_config(args: argparse.Namespace) -> Any:
         model=model,
         threshold_by=args.threshold_by,
         max_early_share=args.max_early_share,
-        frontier=str(args.frontier) if args.frontier else None,
+        frontier=[str(f) for f in args.frontier] if args.frontier else None,
         frontier_slack=args.frontier_slack,
         min_precision=args.min_precision,
         val_frac=args.val_frac,

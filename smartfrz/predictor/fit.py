@@ -34,7 +34,7 @@ class FitConfig:
     min_precision: float = 0.95
     threshold_by: str = "savings"  # "savings" (policy simulation on val runs) or "precision" (label precision)
     max_early_share: float = 0.1  # at most this share of val blocks may freeze before their frontier
-    frontier: str | None = None  # JSON of `smartfrz probes frontier`: the shipped threshold is chosen on it
+    frontier: list[str] | None = None  # JSONs of `smartfrz probes frontier`: the shipped threshold is chosen on them
     frontier_slack: float = 0.01  # the highest threshold within this net share of the best is chosen
     val_frac: float = 0.2
     test_frac: float = 0.2
@@ -176,7 +176,7 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
 
 def _calibrate_on_frontier(main: Evaluation, data: WindowSet, split: np.ndarray, cfg: FitConfig) -> dict[str, Any]:
     """Replace the shipped threshold by the one with the most net savings on the probed runs; what it saw."""
-    frontiers = {r["run_id"]: r["frontier"] for r in json.loads(Path(cfg.frontier).read_text())["runs"]}
+    frontiers = {r["run_id"]: r["frontier"] for f in cfg.frontier for r in json.loads(Path(f).read_text())["runs"]}
     mask = np.isin(data.run_id, list(frontiers))
     probed = data.subset(mask)
     threshold, sweep = choose_threshold_by_frontier(

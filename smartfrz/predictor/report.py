@@ -146,7 +146,7 @@ def _frontier_threshold_line(cal: dict[str, Any] | None) -> str:
     return (
         f" Shipped threshold {cal['threshold']:.2f} instead (the validation one, {cal['validation_threshold']:.2f}, "
         f"scores the test tables below): the highest within {cal['slack']:.0%} of the most net savings on "
-        f"{len(cal['runs_split'])} runs with probe-measured frontiers ({cal['frontier']}; their splits: "
+        f"{len(cal['runs_split'])} runs with probe-measured frontiers ({', '.join(cal['frontier'])}; their splits: "
         f"{dict(splits)}); best net {best['net_saved']:.1%} at {best['threshold']:.2f}."
     )
 
