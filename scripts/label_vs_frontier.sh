@@ -18,6 +18,7 @@ for base in monotone:0.999 monotone:0.999:0.25 monotone:0.998:0.25 monotone:0.99
   RULES+=("$base")
   for gate in 0.5 0.75 1 1.5 2; do RULES+=("$base,acc=$gate"); done
 done
+for gate in 0.75 1 1.5; do RULES+=("monotone:1e-06,acc=$gate"); done  # the accuracy gate alone (any CKA passes)
 exec "${PYTHON:-.venv/bin/python}" -m smartfrz.cli probes frontier --traces "${TRACES:-traces/corpus/runs}" \
   --runs "${RUNS[@]}" --seeds 3 --tol 0.2 --cache predictor_data/frontier_corpus_cache.json \
   --rules "${RULES[@]}" --out predictor_data/frontier_rule_grid.json
