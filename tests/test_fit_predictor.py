@@ -98,7 +98,8 @@ def test_fit_ships_the_threshold_calibrated_on_probe_frontiers(traces, tmp_path)
     best = max(row["net_saved"] for row in cal["sweep"])
     picks = [row["threshold"] for row in cal["sweep"] if row["net_saved"] >= best - cal["slack"]]
     assert cal["threshold"] == max(picks) == report["threshold"] == pytest.approx(load_predictor(out).threshold)
-    assert "probe-measured frontiers" in out.with_name("cal.card.md").read_text()
+    card = out.with_name("cal.card.md").read_text()
+    assert "probe-measured frontiers" in card and f"Threshold {cal['validation_threshold']:.4f}: the lowest" in card
     front.write_text(json.dumps({"runs": [{"run_id": "nope", "frontier": [1, 1, 1]}]}))
     assert main([*args, "--frontier", str(front), *FIT_ARGS]) == 2  # no fitted run has a frontier: one clear line
 

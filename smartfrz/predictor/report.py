@@ -44,10 +44,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{s}: {v['runs']} runs / {v['windows']} windows" for s, v in d["split"].items())
         + ".",
         (
-            f"Threshold {report['threshold']:.4f}, chosen on validation for precision >= {report['min_precision']}"
+            f"Threshold {_validation_threshold(report):.4f}, chosen on validation for precision >= "
+            f"{report['min_precision']}"
             + ("" if report["threshold_met_on_val"] else " (target NOT reached on validation: highest precision used)")
             if report.get("threshold_by", "precision") == "precision"
-            else f"Threshold {report['threshold']:.4f}: the lowest whose replay on the validation runs froze at most "
+            else f"Threshold {_validation_threshold(report):.4f}: the lowest whose replay on the validation runs froze "
+            "at most "
             f"{report.get('max_early_share', 0.1):.0%} of blocks before their label frontier"
         )
         + "."
@@ -135,6 +137,12 @@ def write_report(report: dict[str, Any], stem: Path) -> tuple[Path, Path]:
     ]
     card_path.write_text("\n".join(card))
     return json_path, card_path
+
+
+def _validation_threshold(report: dict[str, Any]) -> float:
+    """The threshold chosen on the validation runs (the shipped one unless a frontier calibration replaced it)."""
+    cal = report["data"].get("frontier_threshold")
+    return cal["validation_threshold"] if cal else report["threshold"]
 
 
 def _frontier_threshold_line(cal: dict[str, Any] | None) -> str:
