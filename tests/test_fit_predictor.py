@@ -95,6 +95,7 @@ def test_fit_ships_the_threshold_calibrated_on_probe_frontiers(traces, tmp_path)
     cal = report["data"]["frontier_threshold"]
     assert report["label_rule"]["acc_gate"] == 5.0
     assert set(cal["runs_split"]) == set(probed) and cal["missing_runs"] == []
+    assert set(cal["runs_split"].values()) == {"val"}  # calibrated out of sample: never trained on
     best = max(row["net_saved"] for row in cal["sweep"])
     picks = [row["threshold"] for row in cal["sweep"] if row["net_saved"] >= best - cal["slack"]]
     assert cal["threshold"] == max(picks) == report["threshold"] == pytest.approx(load_predictor(out).threshold)

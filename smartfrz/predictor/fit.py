@@ -145,6 +145,9 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
         min_window=model_cfg.min_window,
     )
     split = grouped_split(data.group, data.family, cfg.val_frac, cfg.test_frac, cfg.train.seed)
+    frontiers = _load_frontiers(cfg.frontier) if cfg.frontier else {}
+    if frontiers:  # the threshold is calibrated on the probed runs: the model must not train on them
+        split[np.isin(data.group, data.group[np.isin(data.run_id, list(frontiers))])] = "val"
     main = evaluate(data, split, cfg, model_cfg)
     families = sorted(set(data.family.tolist()))
     lofo: dict[str, Any] = {}
@@ -160,7 +163,7 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
             }
             lofo[fam]["threshold_met_on_val"] = ev.threshold_met
     runs = {fam: sorted(set(data.run_id[data.family == fam].tolist())) for fam in families}
-    calibration = _calibrate_on_frontier(main, data, split, cfg) if cfg.frontier else None
+    calibration = _calibrate_on_frontier(main, data, split, frontiers, cfg) if frontiers else None
     summary = {
         "traces": [os.fspath(t) for t in cfg.traces],
         "runs_per_family": {f: len(r) for f, r in runs.items()},
@@ -174,9 +177,16 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
     return main, summary
 
 
-def _calibrate_on_frontier(main: Evaluation, data: WindowSet, split: np.ndarray, cfg: FitConfig) -> dict[str, Any]:
-    """Replace the shipped threshold by the one with the most net savings on the probed runs; what it saw."""
-    frontiers = {r["run_id"]: r["frontier"] for f in cfg.frontier for r in json.loads(Path(f).read_text())["runs"]}
+def _load_frontiers(paths: list[str]) -> dict[str, list[int]]:
+    """Frontier snapshot per block, by run id, from files of `smartfrz probes frontier`."""
+    return {r["run_id"]: r["frontier"] for f in paths for r in json.loads(Path(f).read_text())["runs"]}
+
+
+def _calibrate_on_frontier(
+    main: Evaluation, data: WindowSet, split: np.ndarray, frontiers: dict[str, list[int]], cfg: FitConfig
+) -> dict[str, Any]:
+    """Replace the shipped threshold by the one with the most net savings on the probed runs (held out of
+    training, in the validation split); what it saw."""
     mask = np.isin(data.run_id, list(frontiers))
     probed = data.subset(mask)
     threshold, sweep = choose_threshold_by_frontier(
