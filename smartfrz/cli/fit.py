@@ -98,10 +98,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="JSON",
-        help="probe-measured frontiers (files of smartfrz probes frontier --out): ship the highest threshold "
-        "whose replay "
-        "on those runs nets within --frontier-slack of the most savings (at or after each block's frontier, "
-        "minus before it), instead of the --threshold-by one",
+        help="probe-measured frontiers (files of smartfrz probes frontier --out): move those runs to the validation "
+        "split and ship the highest threshold whose replay on them nets within --frontier-slack of the most "
+        "savings (at or after each block's frontier, minus before it), instead of the --threshold-by one",
     )
     p.add_argument(
         "--frontier-slack",
