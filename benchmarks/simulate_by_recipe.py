@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 from smartfrz.predictor import load_predictor
 from smartfrz.predictor.dataset import load_windows
 from smartfrz.predictor.fit import FitConfig
-from smartfrz.predictor.simulate import SimulatedRun, simulate, summarise
+from smartfrz.predictor.simulate import SimulatedRun, choose_threshold_by_frontier, load_frontiers, simulate
 from smartfrz.predictor.split import grouped_split
 from smartfrz.predictor.train import TrainConfig, predict_windows
 from smartfrz.traces import RunInfo, open_traces
@@ -92,11 +91,11 @@ def threshold_table(data, probs: np.ndarray, thresholds: list[float], probed: di
         "| threshold | runs | saved | frontier | saved before the frontier | net | blocks frozen early |",
         "|---|---|---|---|---|---|---|",
     ]
-    for thr in thresholds:
-        s = summarise([r for r in simulate(data, probs, thr, frontiers=probed) if r.run_id in probed])["all"]
+    _, sweep = choose_threshold_by_frontier(data, probs, probed, grid=np.array(thresholds))
+    for s in sweep:
         lines.append(
-            f"| {thr:g} | {s['runs']} | {100 * s['saved']:.1f}% | {100 * s['frontier_saved']:.1f}% "
-            f"| {100 * s['early_saved']:.1f}% | {100 * s['net_saved']:.1f}% | {s['early_blocks']} |"
+            f"| {s['threshold']:g} | {s['runs']:.0f} | {100 * s['saved']:.1f}% | {100 * s['frontier_saved']:.1f}% "
+            f"| {100 * s['early_saved']:.1f}% | {100 * s['net_saved']:.1f}% | {s['early_blocks']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -119,9 +118,7 @@ def main() -> None:
     )
     split = grouped_split(data.group, data.family, FitConfig.val_frac, FitConfig.test_frac, TrainConfig.seed)
     recipes = {info.run_id: recipe_of(info) for path in args.traces for info in open_traces(path).list_runs()}
-    probed = (
-        {r["run_id"]: r["frontier"] for r in json.loads(args.frontier.read_text())["runs"]} if args.frontier else {}
-    )
+    probed = load_frontiers([args.frontier]) if args.frontier else {}
     if args.thresholds and not probed:
         parser.error("--thresholds needs --frontier")
     probs = predict_windows(net, data)

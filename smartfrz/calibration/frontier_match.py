@@ -73,6 +73,7 @@ def _aggregate(ms: Sequence[RuleMatch]) -> dict[str, Any]:
     blocks = sum(len(m.frontier) for m in ms)
     front = float(np.mean([m.frontier_share for m in ms]))
     lost = float(np.mean([m.lost_share for m in ms]))
+    early = float(np.mean([m.unsafe_share for m in ms]))
     return {
         "runs": len(ms),
         "blocks": blocks,
@@ -82,9 +83,9 @@ def _aggregate(ms: Sequence[RuleMatch]) -> dict[str, Any]:
         "runs_with_unsafe": sum(bool(m.unsafe) for m in ms),
         "frontier_share": front,
         "lost_share": lost,
-        "unsafe_share": float(np.mean([m.unsafe_share for m in ms])),
+        "unsafe_share": early,
         "captured": (front - lost) / front if front > 0 else float("nan"),
-        "net_share": front - lost - float(np.mean([m.unsafe_share for m in ms])),
+        "net_share": front - lost - early,
     }
 
 

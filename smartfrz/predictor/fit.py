@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import h5py
@@ -17,7 +15,13 @@ from smartfrz.predictor.dataset import WindowSet, load_windows
 from smartfrz.predictor.labels import LabelRule
 from smartfrz.predictor.metrics import choose_threshold, metrics_by_family
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
-from smartfrz.predictor.simulate import choose_threshold_by_frontier, choose_threshold_by_savings, simulate, summarise
+from smartfrz.predictor.simulate import (
+    choose_threshold_by_frontier,
+    choose_threshold_by_savings,
+    load_frontiers,
+    simulate,
+    summarise,
+)
 from smartfrz.predictor.split import grouped_split, holdout_family_split
 from smartfrz.predictor.train import TrainConfig, TrainResult, predict_windows, train_predictor
 from smartfrz.traces import open_traces
@@ -145,9 +149,12 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
         min_window=model_cfg.min_window,
     )
     split = grouped_split(data.group, data.family, cfg.val_frac, cfg.test_frac, cfg.train.seed)
-    frontiers = _load_frontiers(cfg.frontier) if cfg.frontier else {}
+    frontiers = load_frontiers(cfg.frontier) if cfg.frontier else {}
     if frontiers:  # the threshold is calibrated on the probed runs: the model must not train on them
-        split[np.isin(data.group, data.group[np.isin(data.run_id, list(frontiers))])] = "val"
+        probed = np.isin(data.run_id, list(frontiers))
+        if not probed.any():  # before training, not after it
+            raise ValueError(f"none of the fitted runs has a probe-measured frontier in {cfg.frontier}")
+        split[np.isin(data.group, data.group[probed])] = "val"
     main = evaluate(data, split, cfg, model_cfg)
     families = sorted(set(data.family.tolist()))
     lofo: dict[str, Any] = {}
@@ -175,11 +182,6 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
         "frontier_threshold": calibration,
     }
     return main, summary
-
-
-def _load_frontiers(paths: list[str]) -> dict[str, list[int]]:
-    """Frontier snapshot per block, by run id, from files of `smartfrz probes frontier`."""
-    return {r["run_id"]: r["frontier"] for f in paths for r in json.loads(Path(f).read_text())["runs"]}
 
 
 def _calibrate_on_frontier(

@@ -8,9 +8,9 @@ import numpy as np
 
 LABEL_RULES = ("monotone", "pointwise", "horizon", "stable")
 PAIRWISE_RULES = ("horizon", "stable")
+"""Rules that need the snapshot-pair CKA matrix (``cka_pairs``), not only the curve against the final model."""
 DEFAULT_HORIZON = 0.25
 """Look-ahead of the horizon rule, as a fraction of training, unless a rule says otherwise."""
-"""Rules that need the snapshot-pair CKA matrix (``cka_pairs``), not only the curve against the final model."""
 
 
 @dataclass(frozen=True)

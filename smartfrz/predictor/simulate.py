@@ -10,8 +10,11 @@ not in the traces, so parameters are the weight.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -159,6 +162,11 @@ def choose_threshold_by_savings(
     return best
 
 
+def load_frontiers(paths: Sequence[str | os.PathLike[str]]) -> dict[str, list[int]]:
+    """Frontier snapshot per block, by run id, from files of `smartfrz probes frontier --out`."""
+    return {r["run_id"]: r["frontier"] for f in paths for r in json.loads(Path(f).read_text())["runs"]}
+
+
 def choose_threshold_by_frontier(
     data: WindowSet,
     probs: np.ndarray,
@@ -181,7 +189,8 @@ def choose_threshold_by_frontier(
     for thr in sorted(float(t) for t in grid):
         runs = [r for r in simulate(data, probs, thr, frontiers=frontiers) if r.run_id in frontiers]
         agg = summarise(runs)["all"]
-        sweep.append({"threshold": thr, **{k: float(agg[k]) for k in ("saved", "early_saved", "net_saved")}})
+        keys = ("runs", "saved", "frontier_saved", "early_saved", "net_saved", "early_blocks")
+        sweep.append({"threshold": thr, **{k: float(agg[k]) for k in keys}})
     best = max(row["net_saved"] for row in sweep)
     chosen = max(row["threshold"] for row in sweep if row["net_saved"] >= best - slack)
     return chosen, sweep
