@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "smartfrz"
 
 LAYERS: list[set[str]] = [
-    {"_version", "utils", "cadence"},
+    {"_version", "utils", "cadence", "train_context"},
     {"traces"},
     {"ops", "layers"},
     {"blocks"},

@@ -12,7 +12,7 @@ import torch
 from smartfrz.bench import BENCH_TASKS, PolicySpec, ScheduledFreeze
 from smartfrz.bench.__main__ import main, training_tasks
 from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
-from smartfrz.bench.report import merge_shards, paired
+from smartfrz.bench.report import add_policies, merge_shards, paired
 from smartfrz.bench.tasks import held_out
 from smartfrz.predictor.checkpoint import save_checkpoint
 from smartfrz.predictor.labels import LabelRule
@@ -199,6 +199,38 @@ def test_merge_rewrites_the_report_of_shards_and_refuses_mismatched_ones(quick_r
     other = {**raw, "config": {**raw["config"], "tasks": ["other"], "seeds": [7]}}
     with pytest.raises(ValueError, match=r"other settings than shard 0: \['seeds'\]"):
         merge_shards([raw, other])
+
+
+def test_added_policies_replace_theirs_only_when_the_none_runs_are_the_same(quick_results, tmp_path):
+    import copy
+
+    out, raw = quick_results
+    extra = copy.deepcopy({k: v for k, v in raw.items() if k != "summary"})
+    extra["config"]["policies"] = ["none", "smartfrz"]
+    extra["runs"] = [r for r in extra["runs"] if r["policy"] in ("none", "smartfrz")]
+    for r in extra["runs"]:
+        if r["policy"] == "smartfrz":
+            r["flops_saved_fraction"], r["predictor_note"] = 0.5, "new"
+    merged = add_policies(raw, extra)
+    assert merged["config"]["policies"] == ["none", "freezeout", "autofreeze", "smartfrz+cache", "smartfrz"]
+    assert [r.get("predictor_note") for r in merged["runs"] if r["policy"] == "smartfrz"] == ["new"] * len(
+        [r for r in raw["runs"] if r["policy"] == "smartfrz"]
+    )
+    assert len([r for r in merged["runs"] if r["policy"] == "freezeout"]) == len(
+        [r for r in raw["runs"] if r["policy"] == "freezeout"]
+    )
+    assert merged["oracle"] == raw["oracle"]
+    extra_dir = tmp_path / "extra"
+    extra_dir.mkdir()
+    (extra_dir / "results.json").write_text(json.dumps(extra))
+    assert (
+        main(["--merge", str(out), "--add-policies", str(extra_dir), "--out", str(tmp_path / "m"), "--no-plots"]) == 0
+    )
+    next(r for r in extra["runs"] if r["policy"] == "none")["val_acc"] += 0.01
+    with pytest.raises(ValueError, match="not paired"):
+        add_policies(raw, extra)
+    with pytest.raises(ValueError, match=r"other settings: \['seeds'\]"):
+        add_policies(raw, {**extra, "config": {**extra["config"], "seeds": [7]}})
 
 
 def test_merge_of_missing_results_is_a_clear_error(tmp_path, capsys):

@@ -45,7 +45,7 @@ def test_fit_writes_checkpoint_report_and_card(fitted, traces):
         "remaining": None,
         "acc_gate": None,
     }
-    assert set(report["metrics"]) == {"attention", "attention_no_progress", *BASELINES}
+    assert set(report["metrics"]) == {"attention", "attention_no_progress", "attention_no_loss", *BASELINES}
     for res in report["metrics"].values():
         assert set(res["test"]) == {"all", "cnn", "mlp"}
         # the synthetic traces are learnable: every model must beat chance (0.5) by a wide margin

@@ -11,6 +11,7 @@ from smartfrz.predictor.dataset import RunLayout, WindowSet
 from smartfrz.predictor.labels import LabelRule, label_pairs, label_run, near_final_accuracy, remaining_path
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig, window_features
 from smartfrz.predictor.simulate import choose_threshold_by_frontier, choose_threshold_by_savings, simulate, summarise
+from smartfrz.train_context import CONTEXT_FEATURES
 from smartfrz.zoo.schedules import lr_factor
 
 
@@ -169,11 +170,17 @@ def test_context_changes_the_prediction_and_unknown_is_allowed() -> None:
     torch.manual_seed(0)
     net = AttentionPredictorNet(ModelConfig(window=4, k=16, embed_dim=8)).eval()
     x = torch.randn(2, 4, 16).cumsum(1)
-    known = net(x, torch.tensor([[0.2, 1.0, 0.0], [0.9, 0.1, 1.0]]))
-    unknown = net(x, torch.tensor([[float("nan"), 1.0, 0.0], [float("nan"), 0.1, 1.0]]))
-    assert torch.isfinite(unknown).all() and not torch.allclose(known, unknown)
+    nan = float("nan")
+    known = net(x, torch.tensor([[0.2, 1.0, 0.0, 0.5], [0.9, 0.1, 1.0, 2.0]]))
+    for hidden in ([nan, 1.0, 0.0, 0.5], [0.2, 1.0, 0.0, nan]):  # no total_steps; no loss passed
+        unknown = net(x, torch.tensor([hidden, [0.9, 0.1, 1.0, 2.0]]))
+        assert torch.isfinite(unknown).all() and not torch.allclose(known[0], unknown[0])
     with pytest.raises(ValueError, match="context must be"):
-        net(x, torch.zeros(2, 2))
+        net(x, torch.zeros(2, 3))
+    legacy = AttentionPredictorNet(ModelConfig(window=4, k=16, embed_dim=8, context=("progress", "lr_rel", "depth")))
+    assert torch.isfinite(legacy.eval()(x, torch.zeros(2, 3))).all()
+    with pytest.raises(ValueError, match="distinct names"):
+        ModelConfig(context=("progress", "epoch"))
 
 
 def _window_set(labels: np.ndarray, block: np.ndarray) -> WindowSet:
@@ -187,7 +194,7 @@ def _window_set(labels: np.ndarray, block: np.ndarray) -> WindowSet:
         end=np.zeros(n, np.int64),
         first=np.zeros(n, np.int64),
         y=labels.ravel().astype(bool),
-        context=np.zeros((n, 3), np.float32),
+        context=np.zeros((n, len(CONTEXT_FEATURES)), np.float32),
         features=np.zeros((n, 1), np.float32),
         run_id=np.full(n, "r"),
         family=np.full(n, "f"),
@@ -296,6 +303,32 @@ def test_smartfrz_judges_short_windows_with_context_and_the_user_lr() -> None:
     assert freezer.num_frozen == 2
 
 
+class _LossSpy(_ContextSpy):
+    """A contextual predictor that also reads the training loss's drop."""
+
+    context_features = CONTEXT_FEATURES
+
+
+def test_smartfrz_passes_the_loss_drop_of_interval_means_and_unknown_without_a_loss() -> None:
+    """As the collector records it: log(first interval's mean loss / this interval's), NaN without losses."""
+    from smartfrz.runtime import Freezer
+
+    col = CONTEXT_FEATURES.index("loss_drop")
+    for losses, want in (([4.0, 4.0, 2.0, 2.0, 1.0, 3.0], np.log(4.0 / 2.0)), (None, np.nan)):
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+        spy = _LossSpy()
+        freezer = Freezer(model, torch.optim.SGD(model.parameters(), lr=0.1), spy, total_steps=40, record_every=2)
+        for step in range(6):
+            freezer.step(None if losses is None else torch.tensor(losses[step]))
+        context, _ = spy.calls[0]  # intervals: mean 4, 2, 2; the drop at the third snapshot is log(4 / 2)
+        np.testing.assert_allclose(context[:, col].numpy(), want)
+        assert context.shape == (2, len(CONTEXT_FEATURES))
+    with pytest.raises(ValueError, match="scalar training loss"):
+        freezer.step(torch.ones(3))
+    with pytest.raises(TypeError, match="number or a scalar tensor"):
+        freezer.step("0.5")
+
+
 def test_a_run_read_twice_is_refused(tmp_path) -> None:
     from smartfrz.predictor.dataset import load_windows
     from smartfrz.testing import write_synthetic_traces
@@ -313,8 +346,12 @@ def test_lr_context_matches_the_runtime_when_a_schedule_ends_at_zero() -> None:
     from smartfrz.predictor.dataset import run_context
 
     lr = np.array([0.0, 0.05, 0.1, 0.05, 0.0])  # warm-up from 0, decay to 0
-    run = SimpleNamespace(steps=np.arange(1, 6) * 10, lr=lr, depth=np.array([0.0, 1.0]), layer_names=["a", "b"])
+    loss = np.array([2.0, 1.0, 0.5, 0.5, 0.25])
+    run = SimpleNamespace(
+        steps=np.arange(1, 6) * 10, lr=lr, depth=np.array([0.0, 1.0]), layer_names=["a", "b"], train_loss=loss
+    )
     ctx = run_context(run)
+    np.testing.assert_allclose(ctx[:, 1, CONTEXT_FEATURES.index("loss_drop")], np.log(2.0 / loss), rtol=1e-6)
     np.testing.assert_allclose(ctx[:, 0, 1], [1.0, 1.0, 1.0, 0.5, 0.0])  # 1 while the peak is still 0
     np.testing.assert_allclose(ctx[:, 0, 0], [0.2, 0.4, 0.6, 0.8, 1.0])
     np.testing.assert_allclose(ctx[0, :, 2], [0.0, 1.0])

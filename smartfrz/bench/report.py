@@ -117,6 +117,43 @@ def merge_shards(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+PAIRING_SETTINGS = ("seeds", "recipes", "snapshots", "max_train", "max_val", "epochs", "batch_size", "cache_dtype")
+"""Settings two bench results must share for their runs of one seed to be the same training run."""
+
+
+def add_policies(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the policies ``extra`` ran (other than 'none') taken from ``extra`` instead.
+
+    For trying a new predictor without re-running the other policies and the oracle: the two results
+    must cover the same tasks with the same pairing settings, and every seed's 'none' run must end
+    exactly alike (accuracy, steps, FLOPs), which shows both trained the same runs.
+    """
+    changed = [k for k in PAIRING_SETTINGS if base["config"].get(k) != extra["config"].get(k)]
+    changed += ["tasks"] if sorted(base["config"]["tasks"]) != sorted(extra["config"]["tasks"]) else []
+    if changed:
+        raise ValueError(f"the added bench results ran with other settings: {changed}")
+
+    def nones(raw: dict[str, Any]) -> dict[tuple[str, int], tuple[Any, ...]]:
+        keys = ("val_acc", "total_steps", "flops_full")
+        return {(r["task"], r["seed"]): tuple(r[k] for k in keys) for r in raw["runs"] if r["policy"] == "none"}
+
+    ours, theirs = nones(base), nones(extra)
+    unpaired = sorted(f"{t} seed {s}" for t, s in ours.keys() | theirs.keys() if ours.get((t, s)) != theirs.get((t, s)))
+    if unpaired:
+        raise ValueError(f"the 'none' runs differ, so the results are not paired: {unpaired[:5]}")
+    added = [p for p in extra["config"]["policies"] if p != "none"]
+    merged = {k: v for k, v in base.items() if k != "summary"}
+    policies = [p for p in base["config"]["policies"] if p not in added] + added
+    merged["config"] = {**base["config"], "policies": policies, "predictor": extra["config"].get("predictor")}
+    merged["predictor"] = extra.get("predictor")
+    merged["runs"] = [r for r in base["runs"] if r["policy"] not in added] + [
+        r for r in extra["runs"] if r["policy"] in added
+    ]
+    merged["command"] = f"{base.get('command', '')} ; policies {added} from: {extra.get('command', '')}"
+    merged["added_policies"] = added
+    return merged
+
+
 def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     """Per task and policy, paired means and spreads over seeds, the oracle row, and the targets."""
     policies = raw["config"]["policies"]

@@ -142,7 +142,7 @@ def train_step(
     loss.backward()
     optimizer.step()
     scheduler.step()
-    freezer.step()
+    freezer.step(loss)
     return loss
 
 

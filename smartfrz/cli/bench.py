@@ -89,6 +89,15 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="train nothing: merge the results.json of bench runs on disjoint --tasks (e.g. one per core) into --out",
     )
+    p.add_argument(
+        "--add-policies",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="with --merge: bench runs (shards, merged the same way) of other policies on the same tasks and "
+        "seeds, e.g. `--policies none smartfrz smartfrz+cache --predictor NEW`; their policies replace the "
+        "merged ones, and their 'none' runs must end exactly as the merged ones (the proof of pairing)",
+    )
     add_debug(p)
     p.set_defaults(func=run, hints=HINTS)
 
@@ -222,14 +231,23 @@ def run_bench(cfg: Any, out: Path, *, threads: int | None = None, plots: bool = 
     return paths["markdown"]
 
 
-def merge(folders: list[Path], out: Path, plots: bool) -> Path:
-    """Merge the results of bench shards into one report under `out` and return its results.md."""
+def _read_shards(folders: list[Path]) -> dict[str, Any]:
+    """The merged raw results of bench shards in ``folders``."""
     from smartfrz.bench.report import merge_shards
 
     missing = [str(f / "results.json") for f in folders if not (f / "results.json").is_file()]
     if missing:
         raise FileNotFoundError(f"no bench results at {missing}")
-    raw = merge_shards([json.loads((f / "results.json").read_text()) for f in folders])
+    return merge_shards([json.loads((f / "results.json").read_text()) for f in folders])
+
+
+def merge(folders: list[Path], out: Path, plots: bool, added: list[Path] | None = None) -> Path:
+    """Merge the results of bench shards (and, if given, other policies' runs) under `out`; its results.md."""
+    from smartfrz.bench.report import add_policies
+
+    raw = _read_shards(folders)
+    if added:
+        raw = add_policies(raw, _read_shards(added))
     paths = write_outputs(raw, out, plots)
     print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -238,8 +256,10 @@ def merge(folders: list[Path], out: Path, plots: bool) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Benchmark (or merge earlier shards) and write the outputs."""
+    if args.add_policies and not args.merge:
+        raise ValueError("--add-policies goes with --merge (the bench results to add them to)")
     if args.merge:
-        merge(args.merge, args.out, plots=not args.no_plots)
+        merge(args.merge, args.out, plots=not args.no_plots, added=args.add_policies)
         return 0
     run_bench(make_config(args), args.out, threads=args.threads, plots=not args.no_plots, command=args.command)
     return 0

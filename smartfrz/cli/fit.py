@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from smartfrz.cli._common import HELP_FORMAT, Hint, Lazy, add_debug, positive, resolve
+from smartfrz.train_context import CONTEXT_FEATURES
 
 NAME = "fit"
 HELP = "fit, evaluate and save a freeze predictor"
@@ -63,6 +64,15 @@ def configure(p: argparse.ArgumentParser) -> None:
         type=positive,
         default=_default(MODEL, "min_window"),
         help="judge a layer once it has this many snapshots",
+    )
+    p.add_argument(
+        "--context",
+        nargs="+",
+        choices=CONTEXT_FEATURES,
+        default=_default(MODEL, "context"),
+        help="training context the model reads beside the weights (ablation: leave some out; "
+        "loss_drop is the training loss's log drop since the first snapshot, unknown when the "
+        "user's loop does not pass the loss to freezer.step)",
     )
     p.add_argument(
         "--horizon",
@@ -182,6 +192,7 @@ def fit_config(args: argparse.Namespace) -> Any:
         embed_dim=args.embed_dim,
         hidden=args.hidden,
         heads=args.heads,
+        context=tuple(args.context),
     )
     return FitConfig(
         traces=[str(t) for t in args.traces],

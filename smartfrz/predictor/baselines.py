@@ -11,18 +11,20 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from smartfrz.train_context import CONTEXT_FEATURES
+
 BASELINES = ("logreg", "gboost", "progress_depth", "gboost_ctx")
 """logreg / gboost: the hand-made weight-window features only; progress_depth: a logistic regression on
 training progress t/T and depth fraction alone (a FreezeOut-like rule in two numbers); gboost_ctx: the weight
-features plus the context (progress, lr over peak, depth)."""
+features plus the context (smartfrz.train_context.CONTEXT_FEATURES)."""
 
 
 def baseline_inputs(name: str, features: np.ndarray, context: np.ndarray) -> np.ndarray:
-    """The input matrix baseline ``name`` sees, from weight features [N, F] and context [N, 3]."""
+    """The input matrix baseline ``name`` sees, from weight features [N, F] and context [N, C] (CONTEXT_FEATURES)."""
     if name in ("logreg", "gboost"):
         return features
     if name == "progress_depth":
-        return context[:, [0, 2]]
+        return context[:, [CONTEXT_FEATURES.index("progress"), CONTEXT_FEATURES.index("depth")]]
     if name == "gboost_ctx":
         return np.concatenate([features, context], axis=1)
     raise ValueError(f"unknown baseline {name!r}; choose one of {BASELINES}")

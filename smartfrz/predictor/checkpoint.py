@@ -12,6 +12,7 @@ import torch
 
 from smartfrz.predictor.labels import LabelRule
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
+from smartfrz.train_context import LEGACY_CONTEXT
 
 CHECKPOINT_FORMAT = "smartfrz-predictor"
 SCHEMA_VERSION = 1
@@ -79,7 +80,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[AttentionPredictorNet
             path, f"schema_version {payload['schema_version']!r} is not supported (this code reads {SCHEMA_VERSION})"
         )
     try:
-        cfg = ModelConfig(**payload["model_config"])
+        cfg = ModelConfig(**{"context": LEGACY_CONTEXT, **payload["model_config"]})  # older: no loss input
         LabelRule(**payload["label_rule"])
         net = AttentionPredictorNet(cfg)
         net.load_state_dict(payload["state_dict"], strict=True)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from smartfrz.predictor.features import baseline_features_upto
 from smartfrz.predictor.labels import LabelRule, label_run
 from smartfrz.traces import RunRecord, open_traces
+from smartfrz.train_context import CONTEXT_FEATURES, loss_drop_curve
 
 
 @dataclass
@@ -40,7 +41,7 @@ class WindowSet:
     end: np.ndarray  # [N] int64, row of the window's latest snapshot
     first: np.ndarray  # [N] int64, row of the series' first snapshot
     y: np.ndarray  # [N] bool
-    context: np.ndarray  # [N, C] float32: progress, lr_rel, depth
+    context: np.ndarray  # [N, C] float32: CONTEXT_FEATURES (NaN = unknown)
     features: np.ndarray  # [N, F] float32 hand-made features for the baselines
     run_id: np.ndarray  # [N] str
     family: np.ndarray  # [N] str
@@ -68,17 +69,17 @@ class WindowSet:
 
 
 def run_context(run: RunRecord) -> np.ndarray:
-    """Context [T, L, 3] of a run: progress t/T, learning rate over its peak so far, layer depth fraction."""
+    """Context [T, L, C] of a run, one column per ``CONTEXT_FEATURES`` name, as the runtime computes it."""
     n_t = len(run.steps)
     progress = run.steps.astype(np.float64) / max(1, int(run.steps[-1]))
     lr_rel = np.ones(n_t)  # traces from before lr was recorded: constant learning rates
     if run.lr is not None:  # as the runtime: the rate over the highest seen so far (1 while that is still 0)
         peak = np.maximum.accumulate(run.lr.astype(np.float64))
         lr_rel = np.where(peak > 0, run.lr / np.where(peak > 0, peak, 1.0), 1.0)
-    out = np.empty((n_t, len(run.layer_names), 3), dtype=np.float32)
-    out[..., 0] = progress[:, None]
-    out[..., 1] = lr_rel[:, None]
-    out[..., 2] = run.depth[None, :]
+    per_snapshot = {"progress": progress, "lr_rel": lr_rel, "loss_drop": loss_drop_curve(run.train_loss)}
+    out = np.empty((n_t, len(run.layer_names), len(CONTEXT_FEATURES)), dtype=np.float32)
+    for c, name in enumerate(CONTEXT_FEATURES):
+        out[..., c] = run.depth[None, :] if name == "depth" else per_snapshot[name][:, None]
     return out
 
 

@@ -122,8 +122,11 @@ def evaluate(data: WindowSet, split: np.ndarray, cfg: FitConfig, model_cfg: Mode
         "attention", val, predict_windows(net, val), test, predict_windows(net, test), cfg
     )
     metrics: dict[str, Any] = {"attention": attention}
-    p_val, p_test = (predict_windows(net, part, progress_known=False) for part in (val, test))
-    metrics["attention_no_progress"] = _scored("attention_no_progress", val, p_val, test, p_test, cfg)[2]
+    for hidden in ("progress", "loss_drop"):  # as a Freezer without total_steps / without the loss
+        if hidden in model_cfg.context:
+            p_val, p_test = (predict_windows(net, part, hide=(hidden,)) for part in (val, test))
+            name = "attention_no_progress" if hidden == "progress" else "attention_no_loss"
+            metrics[name] = _scored(name, val, p_val, test, p_test, cfg)[2]
     for name in cfg.baselines:
         score = fit_baseline(name, baseline_inputs(name, train.features, train.context), train.y, cfg.train.seed)
         p_val, p_test = (score(baseline_inputs(name, part.features, part.context)) for part in (val, test))

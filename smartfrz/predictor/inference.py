@@ -51,6 +51,7 @@ class FreezePredictor:
         self.meta = meta
         self.window = net.cfg.window
         self.min_window = net.cfg.min_window
+        self.context_features = net.cfg.context  # names of the context columns it reads, in order
         self.k = net.cfg.k
         self.embed_dim = net.cfg.embed_dim
 
@@ -85,11 +86,13 @@ class FreezePredictor:
         return self.net.embed(x.to(self.device, torch.float32)).to(x.device)
 
     def _check_extras(self, n: int, context: Tensor | None, valid: Tensor | None) -> None:
-        """Raise ValueError for a context that is not [N, 3] float or a mask that is not [N, W] bool."""
+        """Raise ValueError for a context that is not [N, C] float or a mask that is not [N, W] bool."""
+        c = len(self.context_features)
         if context is not None and (
-            not isinstance(context, Tensor) or not context.is_floating_point() or context.shape != (n, 3)
+            not isinstance(context, Tensor) or not context.is_floating_point() or context.shape != (n, c)
         ):
-            raise ValueError(f"context must be a float Tensor [N={n}, 3] (progress, lr_rel, depth; NaN = unknown)")
+            names = ", ".join(self.context_features)
+            raise ValueError(f"context must be a float Tensor [N={n}, {c}] ({names}; NaN = unknown)")
         if valid is not None:
             if not isinstance(valid, Tensor) or valid.dtype != torch.bool or valid.shape != (n, self.window):
                 raise ValueError(f"valid must be a bool Tensor [N={n}, W={self.window}]")
@@ -102,8 +105,9 @@ class FreezePredictor:
     ) -> Tensor:
         """P(converged) [N] float32 from embedded windows [N, W, D]; same result as predict_proba.
 
-        ``context`` [N, 3] gives training progress t/T, the learning rate over its peak so far and the
-        layer's depth fraction (NaN where unknown: the network was trained to do without t/T); ``valid``
+        ``context`` [N, C] gives the ``context_features`` columns (smartfrz.train_context: progress t/T,
+        the learning rate over its peak so far, the layer's depth fraction, the training loss's drop; NaN
+        where unknown: the network was trained to do without t/T and the loss); ``valid``
         [N, W] marks real snapshots of windows shorter than W (left-padded).
         """
         self._check(emb, "embedded windows", (None, self.window, self.embed_dim))

@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from smartfrz.train_context import CONTEXT_FEATURES
+
 TOKEN_FEATURES = 5
 WINDOW_FEATURES = 9
-CONTEXT_FEATURES = ("progress", "lr_rel", "depth")
-"""Generic context of a window: training progress t/T (NaN when the total is unknown), the learning rate
-relative to its peak so far, and the layer's depth fraction i / (L - 1) in forward order."""
 _LOG_FLOOR = 1e-12  # ratios below this are clamped so logs stay finite
 _TINY = 1e-30
 SAMPLE_DTYPES = {
@@ -36,6 +35,7 @@ class ModelConfig:
     dropout: float = 0.1
     projection_seed: int = 0
     sample_dtype: str = "float16"  # precision the training traces stored samples in; inputs are rounded to it
+    context: tuple[str, ...] = CONTEXT_FEATURES  # the context inputs, in order (smartfrz.train_context)
 
     def __post_init__(self) -> None:
         """Reject sizes the network cannot be built with."""
@@ -45,6 +45,10 @@ class ModelConfig:
             raise ValueError(f"sample_dtype must be one of {sorted(SAMPLE_DTYPES)}, got {self.sample_dtype!r}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden={self.hidden} must be divisible by heads={self.heads}")
+        object.__setattr__(self, "context", tuple(self.context))  # checkpoints store it as a list
+        unknown = [c for c in self.context if c not in CONTEXT_FEATURES]
+        if unknown or len(set(self.context)) != len(self.context):
+            raise ValueError(f"context must be distinct names from {CONTEXT_FEATURES}, got {self.context}")
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints."""
@@ -161,13 +165,13 @@ def window_features(emb: Tensor, valid: Tensor | None = None) -> tuple[Tensor, T
     return tokens, window_feats
 
 
-def context_inputs(context: Tensor | None, n: int, like: Tensor) -> Tensor:
-    """[N, 2C]: the context values (unknown NaN -> 0) and one 'unknown' flag per feature."""
-    c = len(CONTEXT_FEATURES)
+def context_inputs(context: Tensor | None, n: int, like: Tensor, names: tuple[str, ...]) -> Tensor:
+    """[N, 2C]: the context values (unknown NaN -> 0) and one 'unknown' flag per feature ``names``."""
+    c = len(names)
     if context is None:
         context = torch.full((n, c), float("nan"), dtype=like.dtype, device=like.device)
     if context.shape != (n, c):
-        raise ValueError(f"context must be [N={n}, {c}] ({', '.join(CONTEXT_FEATURES)}), got {list(context.shape)}")
+        raise ValueError(f"context must be [N={n}, {c}] ({', '.join(names)}), got {list(context.shape)}")
     context = context.to(like.dtype)
     unknown = torch.isnan(context)
     return torch.cat([torch.where(unknown, torch.zeros_like(context), context), unknown.to(like.dtype)], dim=1)
@@ -194,7 +198,7 @@ class AttentionPredictorNet(nn.Module):
         self.k = nn.Linear(h, h, bias=False)
         self.v = nn.Linear(h, h)
         self.out = nn.Linear(h, h)
-        n_ctx = 2 * len(CONTEXT_FEATURES)
+        n_ctx = 2 * len(cfg.context)
         self.head = nn.Sequential(
             nn.Linear(2 * h + WINDOW_FEATURES + n_ctx, cfg.head_hidden),
             nn.GELU(),
@@ -245,7 +249,7 @@ class AttentionPredictorNet(nn.Module):
         tokens, window_feats = window_features(emb, valid)
         tokens = (tokens - self.token_mean) / self.token_std
         window_feats = (window_feats - self.window_mean) / self.window_std
-        summary = torch.cat([window_feats, context_inputs(context, emb.shape[0], emb)], dim=1)
+        summary = torch.cat([window_feats, context_inputs(context, emb.shape[0], emb, self.cfg.context)], dim=1)
         h = self.norm(self.token(tokens).add_(self.time))
         ctx = self._attend(h, valid)
         logit = self.head(torch.cat([ctx, h[:, -1], summary], dim=-1)) + self.skip(summary)

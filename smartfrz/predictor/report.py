@@ -10,6 +10,7 @@ from typing import Any
 
 from smartfrz._version import code_version as code_version  # re-exported for fit_predictor
 from smartfrz.predictor.labels import DEFAULT_HORIZON, LabelRule
+from smartfrz.train_context import LEGACY_CONTEXT
 
 _COLS = ("n", "positives", "roc_auc", "pr_auc", "precision", "recall", "f1")
 
@@ -129,6 +130,8 @@ def write_report(report: dict[str, Any], stem: Path) -> tuple[Path, Path]:
         f"{report['schema_version']}",
         f"- Intended use: `smartfrz.predictor.load_predictor('{stem.name}')` for the SmartFRZ policy; "
         "P(converged) per layer window, freeze when >= threshold.",
+        f"- Context inputs: {', '.join(report['model_config'].get('context', LEGACY_CONTEXT))} (NaN where unknown; "
+        "pass the training loss to `freezer.step(loss)` and `total_steps` to the Freezer so they are known).",
         f"- Limits: {report['limits']}",
         "",
         "## Metrics",

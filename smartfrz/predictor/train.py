@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from smartfrz.predictor.dataset import WindowSet
 from smartfrz.predictor.model import AttentionPredictorNet
+from smartfrz.train_context import CONTEXT_FEATURES
 from smartfrz.utils.modes import eval_mode
 
 
@@ -28,6 +29,7 @@ class TrainConfig:
     seed: int = 0
     max_batches_per_epoch: int = 200
     progress_dropout: float = 0.3  # share of training windows shown without t/T, as when total_steps is unknown
+    loss_dropout: float = 0.3  # share shown without the loss drop, as when the loss is not passed to the freezer
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and reports."""
@@ -46,19 +48,20 @@ class TrainResult:
 
 
 def _forward(net: AttentionPredictorNet, data: WindowSet, rows: np.ndarray, context: np.ndarray) -> torch.Tensor:
-    """Logits of examples ``rows`` with the given context rows."""
+    """Logits of examples ``rows`` with the given context rows (all ``CONTEXT_FEATURES``; the net takes its own)."""
     emb, valid = data.gather(rows)
-    return net.forward_embedded(emb, torch.from_numpy(context), valid)
+    cols = [CONTEXT_FEATURES.index(c) for c in net.cfg.context]
+    return net.forward_embedded(emb, torch.from_numpy(np.ascontiguousarray(context[:, cols])), valid)
 
 
 @torch.no_grad()
 def predict_windows(
-    net: AttentionPredictorNet, data: WindowSet, batch_size: int = 4096, progress_known: bool = True
+    net: AttentionPredictorNet, data: WindowSet, batch_size: int = 4096, hide: tuple[str, ...] = ()
 ) -> np.ndarray:
-    """P(converged) for every example of ``data`` (eval mode, no grad); optionally with t/T hidden."""
+    """P(converged) for every example of ``data`` (eval mode, no grad), with the context ``hide`` names unknown."""
     context = data.context.copy()
-    if not progress_known:
-        context[:, 0] = np.nan
+    for name in hide:
+        context[:, CONTEXT_FEATURES.index(name)] = np.nan
     out = []
     with eval_mode(net):
         for i in range(0, len(data), batch_size):
@@ -107,8 +110,9 @@ def train_predictor(net: AttentionPredictorNet, train: WindowSet, val: WindowSet
         total = 0.0
         for rows in order.split(cfg.batch_size):
             context = train.context[rows.numpy()].copy()
-            hide = torch.rand(len(rows), generator=gen) < cfg.progress_dropout
-            context[hide.numpy(), 0] = np.nan
+            for name, share in (("progress", cfg.progress_dropout), ("loss_drop", cfg.loss_dropout)):
+                hide = torch.rand(len(rows), generator=gen) < share
+                context[hide.numpy(), CONTEXT_FEATURES.index(name)] = np.nan
             loss = loss_fn(_forward(net, train, rows.numpy(), context), y_train[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()

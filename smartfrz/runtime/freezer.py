@@ -4,7 +4,7 @@ Three added lines in a plain loop::
 
     freezer = Freezer(model, optimizer, deterministic_inputs=True, cache=True)
     out = freezer(x, idx)        # instead of model(x); idx = the samples' dataset indices
-    freezer.step()               # after optimizer.step()
+    freezer.step(loss)           # after optimizer.step(); the loss is optional
 """
 
 from __future__ import annotations
@@ -299,9 +299,15 @@ class Freezer:
             self._measure_flops = False
 
     # ---------------------------------------------------------------- step
-    def step(self) -> None:
-        """Call once after each optimizer step: record, and at stage steps let the policy extend the prefix."""
+    def step(self, loss: Tensor | float | None = None) -> None:
+        """Call once after each optimizer step: record, and at stage steps let the policy extend the prefix.
+
+        ``loss`` (optional, the step's training loss) lets the predictor see how far the loss has fallen,
+        which tells a plateau from a run still learning; without it the predictor judges without the loss.
+        """
         start = time.perf_counter()
+        if loss is not None and self.policy.ctx is not None:
+            self.policy.ctx.loss.add(loss)
         self.step_count += 1
         step, f = self.step_count, self.num_frozen
         self.flops.on_step(self._pending_batch, f, self._pending_hits)

@@ -28,7 +28,8 @@ class SmartFRZTrainerCallback(TrainerCallback):
 
     Blocks of BERT, RoBERTa, DistilBERT, ViT and GPT-2 classifiers are found automatically. The
     Trainer runs the model's own forward, so this callback freezes (no backward, no optimizer state
-    for the frozen prefix) but does not serve activations from the cache. Each checkpoint folder
+    for the frozen prefix) but does not serve activations from the cache, and the predictor judges
+    without the training loss (the Trainer does not hand it to callbacks). Each checkpoint folder
     gets the freezer's state (``smartfrz_freezer.pt``), and ``trainer.train(resume_from_checkpoint=...)``
     restores it, so a resumed run takes the same decisions. Each freeze prints one line on the main
     process (``verbose=False`` silences it) and adds an entry to ``trainer.state.log_history``

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
+
+from torch import Tensor
 
 try:
     import lightning.pytorch as pl
@@ -27,6 +30,12 @@ except ImportError:
     from pytorch_lightning.utilities import rank_zero_info  # type: ignore[no-redef]
 from smartfrz.runtime.policies import Policy
 from smartfrz.runtime.protocols import PredictorProtocol
+
+
+def _loss(outputs: Any) -> Tensor | None:
+    """The training loss in what ``training_step`` returned (a tensor or a dict with "loss"), else None."""
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    return loss if isinstance(loss, Tensor) and loss.numel() == 1 else None
 
 
 def _inputs(batch: Any) -> Any:
@@ -106,7 +115,7 @@ class SmartFRZCallback(pl.Callback):
             self._seen_step = trainer.global_step
             if self.freezer._pending_batch == 0:  # the module ran its own forward: count the batch for the FLOPs
                 self.freezer._pending_batch = batch_len(_inputs(batch))
-            self.freezer.step()
+            self.freezer.step(_loss(outputs))
             saved = self.freezer.flops.summary()["flops_saved_fraction"]
             metrics = {"smartfrz/blocks_frozen": float(self.freezer.num_frozen)}
             if saved is not None:

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from smartfrz.runtime.loss_meter import LossMeter
+
 
 @dataclass
 class PolicyContext:
-    """What a policy may look at: blocks in forward order, judged layers and the optimizer."""
+    """What a policy may look at: blocks in forward order, judged layers, the optimizer and the training loss."""
 
     block_names: list[str]
     layers: list[tuple[str, nn.Module]]
     layer_block: list[int]  # block index of each layer
     optimizer: Optimizer
+    loss: LossMeter = field(default_factory=LossMeter)  # the losses passed to Freezer.step
 
     @property
     def num_freezable(self) -> int:

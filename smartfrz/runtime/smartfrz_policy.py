@@ -11,6 +11,7 @@ from torch import Tensor
 from smartfrz.runtime.policies import Policy, PolicyContext, walk_prefix
 from smartfrz.runtime.protocols import IncrementalPredictorProtocol, PredictorProtocol
 from smartfrz.runtime.recorder import WeightRecorder
+from smartfrz.train_context import LEGACY_CONTEXT, loss_drop
 
 
 def _predictor_device(predictor: object) -> torch.device | None:
@@ -64,8 +65,11 @@ class SmartFRZ(Policy):
         # predictors that take context and masked short windows judge a layer from min_window snapshots on
         self.contextual = hasattr(predictor, "min_window")
         self.min_window = int(getattr(predictor, "min_window", self.window))
+        self.context_features: tuple[str, ...] = tuple(getattr(predictor, "context_features", LEGACY_CONTEXT))
         self._peak_lr = 0.0
         self._lr_rel = 1.0
+        self._first_loss = float("nan")  # mean training loss over the first recording interval
+        self._loss_drop = float("nan")
         self._recorded_step = 0  # step of the latest snapshot: the traces' progress is that of their snapshot
         self.incremental = isinstance(predictor, IncrementalPredictorProtocol)
         self.recorder: WeightRecorder | None = None
@@ -90,18 +94,33 @@ class SmartFRZ(Policy):
             lr = float(self.ctx.optimizer.param_groups[0]["lr"]) if self.ctx is not None else 0.0
             self._peak_lr = max(self._peak_lr, lr)
             self._lr_rel = lr / self._peak_lr if self._peak_lr > 0 else 1.0
+            mean_loss = self.ctx.loss.take() if self.ctx is not None else float("nan")
+            if math.isnan(self._first_loss):
+                self._first_loss = mean_loss
+            self._loss_drop = loss_drop(self._first_loss, mean_loss)
 
     def is_stage(self, step: int) -> bool:
         """Every ``stage_every`` steps."""
         return step % self.stage_every == 0
 
     def _context(self, rows: list[int]) -> Tensor:
-        """Context [n, 3] of these recorder rows: progress (NaN without total_steps), lr over its peak, depth."""
+        """Context [n, C] of these recorder rows, the predictor's ``context_features`` in order (NaN = unknown)."""
         assert self.ctx is not None
         n_layers = len(self.ctx.layers)
-        progress = self._recorded_step / self.total_steps if self.total_steps else float("nan")
-        depth = [self._judged[r] / max(1, n_layers - 1) for r in rows]
-        return torch.tensor([[progress, self._lr_rel, d] for d in depth], dtype=torch.float32)
+        shared = {
+            "progress": self._recorded_step / self.total_steps if self.total_steps else float("nan"),
+            "lr_rel": self._lr_rel,
+            "loss_drop": self._loss_drop,
+        }
+        nan = float("nan")  # a context the runtime cannot provide reads as unknown
+        values = [
+            [
+                self._judged[r] / max(1, n_layers - 1) if c == "depth" else shared.get(c, nan)
+                for c in self.context_features
+            ]
+            for r in rows
+        ]
+        return torch.tensor(values, dtype=torch.float32).reshape(len(rows), len(self.context_features))
 
     @torch.no_grad()
     def _predict(self, rows: list[int]) -> Tensor:
@@ -153,7 +172,13 @@ class SmartFRZ(Policy):
         """The recorder's windows and position, and the context (peak lr, last snapshot step)."""
         return {
             "recorder": None if self.recorder is None else self.recorder.state_dict(),
-            "context": {"peak_lr": self._peak_lr, "lr_rel": self._lr_rel, "recorded_step": self._recorded_step},
+            "context": {
+                "peak_lr": self._peak_lr,
+                "lr_rel": self._lr_rel,
+                "recorded_step": self._recorded_step,
+                "first_loss": self._first_loss,
+                "loss_drop": self._loss_drop,
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -164,6 +189,8 @@ class SmartFRZ(Policy):
         self._peak_lr = float(context.get("peak_lr", 0.0))
         self._lr_rel = float(context.get("lr_rel", 1.0))
         self._recorded_step = int(context.get("recorded_step", 0))
+        self._first_loss = float(context.get("first_loss", float("nan")))
+        self._loss_drop = float(context.get("loss_drop", float("nan")))
 
     def describe(self) -> dict[str, Any]:
         """Name and schedule settings."""
