@@ -201,6 +201,12 @@ def test_merge_rewrites_the_report_of_shards_and_refuses_mismatched_ones(quick_r
         merge_shards([raw, other])
 
 
+def _pairs(raw):
+    """(run, its seed's 'none' run) for every run of one bench result."""
+    nones = {(r["task"], r["seed"]): r for r in raw["runs"] if r["policy"] == "none"}
+    return [(r, nones[r["task"], r["seed"]]) for r in raw["runs"]]
+
+
 def test_added_policies_replace_theirs_only_when_the_none_runs_are_the_same(quick_results, tmp_path):
     import copy
 
@@ -209,9 +215,13 @@ def test_added_policies_replace_theirs_only_when_the_none_runs_are_the_same(quic
     extra["config"]["policies"] = ["none", "smartfrz"]
     extra["runs"] = [r for r in extra["runs"] if r["policy"] in ("none", "smartfrz")]
     for r in extra["runs"]:
+        r["train_time_s"] *= 3.0  # a slower machine: wall-clock ratios must survive, absolute times do not
         if r["policy"] == "smartfrz":
             r["flops_saved_fraction"], r["predictor_note"] = 0.5, "new"
     merged = add_policies(raw, extra)
+    ours = [paired(r, n)["wall_saved"] for r, n in _pairs(merged) if r["policy"] == "smartfrz"]
+    theirs = [paired(r, n)["wall_saved"] for r, n in _pairs(extra) if r["policy"] == "smartfrz"]
+    assert ours and ours == pytest.approx(theirs)
     assert merged["config"]["policies"] == ["none", "freezeout", "autofreeze", "smartfrz+cache", "smartfrz"]
     assert [r.get("predictor_note") for r in merged["runs"] if r["policy"] == "smartfrz"] == ["new"] * len(
         [r for r in raw["runs"] if r["policy"] == "smartfrz"]

@@ -30,6 +30,8 @@ def test_lightning_callback_freezes_and_checkpoints(tmp_path: Path) -> None:
     assert all(p not in opt.state for p in module.net[0].parameters()) and module.net[3].weight in opt.state
     state = callback.state_dict()
     assert state["num_frozen"] == 3 and state["step"] == 8
+    assert freezer.policy.ctx is not None
+    assert 0.0 < freezer.policy.ctx.loss.take() < 10.0  # the loop's losses reached the freezer
 
 
 def test_hf_trainer_callback_freezes_bert_blocks(tmp_path: Path, tiny_bert) -> None:

@@ -121,12 +121,20 @@ PAIRING_SETTINGS = ("seeds", "recipes", "snapshots", "max_train", "max_val", "ep
 """Settings two bench results must share for their runs of one seed to be the same training run."""
 
 
+def _timed_against(run: dict[str, Any], own_none: dict[str, Any], base_none: dict[str, Any]) -> dict[str, Any]:
+    """``run`` with its training time rescaled to ``base_none``'s: the wall-clock ratio stays the one measured
+    side by side with ``own_none`` in the same bench (times from two benches are not comparable)."""
+    scale = base_none["train_time_s"] / own_none["train_time_s"]
+    return {**run, "train_time_s": run["train_time_s"] * scale, "train_time_s_measured": run["train_time_s"]}
+
+
 def add_policies(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """``base`` with the policies ``extra`` ran (other than 'none') taken from ``extra`` instead.
 
     For trying a new predictor without re-running the other policies and the oracle: the two results
     must cover the same tasks with the same pairing settings, and every seed's 'none' run must end
-    exactly alike (accuracy, steps, FLOPs), which shows both trained the same runs.
+    exactly alike (accuracy, steps, FLOPs), which shows both trained the same runs. Wall-clock savings
+    of the added runs stay those measured against ``extra``'s own 'none' runs.
     """
     changed = [k for k in PAIRING_SETTINGS if base["config"].get(k) != extra["config"].get(k)]
     changed += ["tasks"] if sorted(base["config"]["tasks"]) != sorted(extra["config"]["tasks"]) else []
@@ -146,8 +154,12 @@ def add_policies(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     policies = [p for p in base["config"]["policies"] if p not in added] + added
     merged["config"] = {**base["config"], "policies": policies, "predictor": extra["config"].get("predictor")}
     merged["predictor"] = extra.get("predictor")
+    extra_none = {(r["task"], r["seed"]): r for r in extra["runs"] if r["policy"] == "none"}
+    base_none = {(r["task"], r["seed"]): r for r in base["runs"] if r["policy"] == "none"}
     merged["runs"] = [r for r in base["runs"] if r["policy"] not in added] + [
-        r for r in extra["runs"] if r["policy"] in added
+        _timed_against(r, extra_none[r["task"], r["seed"]], base_none[r["task"], r["seed"]])
+        for r in extra["runs"]
+        if r["policy"] in added
     ]
     merged["command"] = f"{base.get('command', '')} ; policies {added} from: {extra.get('command', '')}"
     merged["added_policies"] = added
