@@ -14,7 +14,8 @@ RUNS=(
 )
 RULES=()
 for base in monotone:0.999 monotone:0.999:0.25 monotone:0.998:0.25 monotone:0.995:0.25 monotone:0.995 monotone:0.99 \
-            horizon@0.5:0.998 horizon@0.5:0.995 horizon:0.995 stable:0.995; do
+            horizon@0.5:0.998 horizon@0.5:0.995 horizon:0.995 stable:0.995 \
+            floor:0.5 floor:0.5:0.25 floor:0.25:0.25 floor@0.1:0.5:0.25 floor@0.1:0.25:0.25; do
   RULES+=("$base")
   for gate in 0.5 0.75 1 1.5 2; do RULES+=("$base,acc=$gate"); done
 done

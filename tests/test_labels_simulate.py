@@ -37,6 +37,32 @@ def test_horizon_rule_looks_only_ahead_and_ignores_where_the_run_stops() -> None
         LabelRule("horizon", 0.9, horizon=0.0)
 
 
+def test_floor_rule_is_relative_to_the_layers_own_late_jitter() -> None:
+    steps = np.arange(1, 11) * 10
+    # layer 0: a constant-rate layer that stops approaching its end at 1 - CKA ~ 0.02 (jitter) from snapshot 3;
+    # layer 1: a decaying-rate layer that approaches its end smoothly, moving little in the closing span
+    jitter = np.array([0.30, 0.10, 0.05, 0.021, 0.019, 0.022, 0.020, 0.018, 0.021, 0.0])
+    smooth = np.array([0.30, 0.20, 0.12, 0.08, 0.05, 0.03, 0.02, 0.01, 0.004, 0.0])
+    cka = 1.0 - np.stack([jitter, smooth], axis=1)
+    floor = label_run(cka, None, steps, LabelRule("floor", 0.5, horizon=0.25))
+    # closing span: snapshots at step >= 75, i.e. from index 6 on (step 70 is the last before the span)
+    assert floor[:, 0].tolist() == [False, False, False, True, True, True, True, True, True, True]
+    assert floor[:, 1].tolist() == [False] * 5 + [True] * 5  # within 2 x 0.02 from snapshot 5 (0.03) on
+    # a fixed tau strict enough for the smooth layer (0.985: from snapshot 7) holds the jitter layer to the end
+    fixed = label_run(cka, None, steps, LabelRule("monotone", 0.985))
+    assert fixed[:, 1].tolist().index(True) == 7 and fixed[:, 0].tolist().index(True) == 9
+    # a layer that does not move in the closing span is converged only where it sits at its end
+    still = 1.0 - np.array([[0.2], [0.1], [0.0], [0.0], [0.0]])
+    assert label_run(still, None, np.arange(5), LabelRule("floor", 0.5, horizon=0.4))[:, 0].tolist() == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert "within 2x its last 25%" in LabelRule("floor", 0.5).describe()
+
+
 def test_remaining_cap_keeps_a_layer_that_looks_converged_to_cka_but_has_not_moved() -> None:
     """A patch-embedding-like layer: CKA 1 against the final model at every snapshot, weights on their way."""
     n_t = 11
@@ -91,6 +117,8 @@ def test_rule_keys_round_trip_and_bad_keys_are_refused() -> None:
         "horizon@0.1:0.99",
         "horizon@0.5:0.9:0.25",
         "monotone:0.998:0.25,acc=1",
+        "floor:0.5",
+        "floor@0.1:0.25:0.25,acc=1",
     ):
         assert LabelRule.parse(key).key == key
     assert LabelRule.parse("stable:0.99:0.25") == LabelRule("stable", 0.99, remaining=0.25)
@@ -103,6 +131,7 @@ def test_rule_keys_round_trip_and_bad_keys_are_refused() -> None:
         "monotone:0.9:0.5:1",
         "nope:0.9",
         "monotone@0.1:0.9",
+        "floor:0",
         "horizon@2:0.9",
         "monotone:0.9,x=1",
         "monotone:0.9,acc=-1",

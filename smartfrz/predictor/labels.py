@@ -6,11 +6,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-LABEL_RULES = ("monotone", "pointwise", "horizon", "stable")
+LABEL_RULES = ("monotone", "pointwise", "horizon", "stable", "floor")
 PAIRWISE_RULES = ("horizon", "stable")
 """Rules that need the snapshot-pair CKA matrix (``cka_pairs``), not only the curve against the final model."""
 DEFAULT_HORIZON = 0.25
-"""Look-ahead of the horizon rule, as a fraction of training, unless a rule says otherwise."""
+"""Look-ahead of the horizon rule (and the floor rule's closing span), as a fraction of training."""
+SPAN_RULES = ("horizon", "floor")
+"""Rules that read ``horizon``; their key carries it (``horizon@0.1:0.99``) when it is not the default."""
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,12 @@ class LabelRule:
     monotone: CKA against the final model stays >= tau from t on. pointwise: that CKA at t alone.
     stable: CKA between snapshot t and every later snapshot stays >= tau (the representation at t is
     close to all it becomes, not only to the end). horizon: the same over the next ``horizon`` fraction
-    of training only, so the label does not depend on where the run happens to stop.
+    of training only, so the label does not depend on where the run happens to stop. floor: the layer's
+    CKA distance to the final model, 1 - CKA, stays within 1/tau of the distance it still covers in the
+    last ``horizon`` of training (its noise floor), from t on: a layer is converged when it is as close
+    to the end as its own late jitter allows, whatever that jitter's size. Under a constant learning rate
+    the jitter never dies out, so a fixed tau comes late there. Under decay the jitter shrinks, so a
+    fixed tau comes early.
 
     ``acc_gate`` (any rule, off when None) also requires the run to be near its end accuracy: the
     run's validation accuracy, smoothed over 3 snapshots, stays within ``acc_gate`` points of its final
@@ -35,7 +42,7 @@ class LabelRule:
 
     rule: str = "monotone"
     tau: float = 0.999
-    horizon: float = DEFAULT_HORIZON  # fraction of training the horizon rule looks ahead
+    horizon: float = DEFAULT_HORIZON  # fraction of training the horizon rule looks ahead (floor: its closing span)
     remaining: float | None = None  # cap on the weights' remaining distance to the end, relative to the whole
     acc_gate: float | None = None  # accuracy points below the final a labelled snapshot may sit (smoothed)
 
@@ -59,19 +66,24 @@ class LabelRule:
 
     def describe(self) -> str:
         """One line, e.g. ``horizon CKA >= 0.95 over 25% of training``."""
-        extra = f" over {self.horizon:.0%} of training" if self.rule == "horizon" else ""
+        if self.rule == "floor":
+            head = f"floor: 1 - CKA within {1 / self.tau:g}x its last {self.horizon:.0%} of training"
+        else:
+            over = f" over {self.horizon:.0%} of training" if self.rule == "horizon" else ""
+            head = f"{self.rule} CKA >= {self.tau:g}{over}"
+        extra = ""
         if self.remaining is not None:
             extra += f", weights within {self.remaining:g} of their path's end"
         if self.acc_gate is not None:
             extra += f", accuracy within {self.acc_gate:g} points of the final"
-        return f"{self.rule} CKA >= {self.tau:g}{extra}"
+        return head + extra
 
     @property
     def key(self) -> str:
         """``RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS]``, the form probes and reports name a rule by; the
-        horizon rule's look-ahead rides on its name when it is not the default (``horizon@0.1:0.99``)."""
+        horizon and floor rules' span rides on the name when it is not the default (``horizon@0.1:0.99``)."""
         name = self.rule
-        if self.rule == "horizon" and self.horizon != DEFAULT_HORIZON:
+        if self.rule in SPAN_RULES and self.horizon != DEFAULT_HORIZON:
             name += f"@{self.horizon:g}"
         tail = f":{self.remaining:g}" if self.remaining is not None else ""
         gate = f",acc={self.acc_gate:g}" if self.acc_gate is not None else ""
@@ -80,7 +92,7 @@ class LabelRule:
     @classmethod
     def parse(cls, text: str) -> LabelRule:
         """The rule ``RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS]`` names (e.g. ``monotone:0.999:0.5``,
-        ``horizon@0.1:0.99``, ``monotone:0.998:0.25,acc=1``); ValueError when malformed."""
+        ``horizon@0.1:0.99``, ``floor@0.1:0.5``, ``monotone:0.998:0.25,acc=1``); ValueError when malformed."""
         text, comma, gate = text.partition(",")
         if comma and not gate.startswith("acc="):
             raise ValueError(f"want ,acc=POINTS after the rule, got {gate!r}")
@@ -89,8 +101,8 @@ class LabelRule:
         if len(parts) not in (2, 3):
             raise ValueError(f"want RULE:TAU or RULE:TAU:REMAINING, got {text!r}")
         name, _, horizon = parts[0].partition("@")
-        if horizon and name != "horizon":
-            raise ValueError(f"only the horizon rule takes a look-ahead (@H), got {text!r}")
+        if horizon and name not in SPAN_RULES:
+            raise ValueError(f"only the {' and '.join(SPAN_RULES)} rules take a span (@H), got {text!r}")
         remaining = float(parts[2]) if len(parts) == 3 else None
         return cls(name, float(parts[1]), float(horizon) if horizon else DEFAULT_HORIZON, remaining, acc_gate)
 
@@ -114,6 +126,27 @@ def label_curves(cka: np.ndarray, rule: LabelRule) -> np.ndarray:
         return cka >= rule.tau
     suffix_min = np.minimum.accumulate(cka[::-1], axis=0)[::-1]
     return suffix_min >= rule.tau
+
+
+def label_floor(cka: np.ndarray, steps: np.ndarray, rule: LabelRule) -> np.ndarray:
+    """The floor rule on a [T, L] CKA-vs-final array; returns bool [T, L].
+
+    The floor is the largest 1 - CKA from the last snapshot at least ``horizon`` x total steps before
+    the end on, i.e. how far the layer still is from its end within the closing span. A snapshot is
+    converged when 1 - CKA, from it on, never exceeds floor / tau. A layer that never moves in the
+    closing span (floor 0) is converged only where it already sits at its final representation.
+    """
+    cka = np.asarray(cka, dtype=np.float64)
+    steps = np.asarray(steps, dtype=np.float64)
+    if cka.ndim != 2 or len(steps) != cka.shape[0]:
+        raise ValueError(f"CKA curves must be [T, L] with T = len(steps), got {cka.shape} and {len(steps)}")
+    if not np.all(np.isfinite(cka)):
+        raise ValueError("CKA curves contain non-finite values; flagged runs cannot be labelled")
+    distance = np.clip(1.0 - cka, 0.0, None)
+    later_max = np.maximum.accumulate(distance[::-1], axis=0)[::-1]
+    before_span = np.flatnonzero(steps <= steps[-1] * (1.0 - rule.horizon) + 1e-9)
+    floor = later_max[before_span[-1] if before_span.size else 0]
+    return later_max * rule.tau <= floor + 1e-12
 
 
 def label_pairs(pairs: np.ndarray, steps: np.ndarray, rule: LabelRule) -> np.ndarray:
@@ -182,6 +215,8 @@ def label_run(
         if pairs is None:
             raise ValueError(f"label rule {rule.rule!r} needs the trace's cka_pairs, which this run lacks")
         labels = label_pairs(pairs, steps, rule)
+    elif rule.rule == "floor":
+        labels = label_floor(cka, steps, rule)
     else:
         labels = label_curves(cka, rule)
     if rule.acc_gate is not None:
