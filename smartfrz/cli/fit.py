@@ -45,7 +45,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         choices=LABEL_RULES,
         metavar="RULE",
         default="monotone",
-        help="%(choices)s; monotone: CKA >= tau from t on",
+        help="%(choices)s; monotone: CKA >= tau from t on; floor: 1 - CKA within 1/tau of what the layer still "
+        "moves in the last --horizon of training",
     )
     p.add_argument(
         "--tau",
@@ -78,7 +79,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--horizon",
         type=float,
         default=_default(RULE, "horizon"),
-        help="look-ahead of the horizon rule, fraction of training",
+        help="look-ahead of the horizon rule (the floor rule's closing span), fraction of training",
     )
     p.add_argument(
         "--remaining",

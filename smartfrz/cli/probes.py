@@ -40,8 +40,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         help="rules as RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS] (e.g. horizon@0.5:0.995 monotone:0.999:0.5 "
-        "monotone:0.998:0.25,acc=1; HORIZON is the horizon rule's look-ahead, ACC gates on accuracy near its final "
-        "as smartfrz fit --acc-gate; REMAINING caps the weights' "
+        "monotone:0.998:0.25,acc=1; HORIZON is the horizon rule's look-ahead (the floor rule's closing span), "
+        "ACC gates on accuracy near its final as smartfrz fit --acc-gate; REMAINING caps the weights' "
         "remaining distance to the end, as smartfrz fit --remaining); replace --taus",
     )
     p.add_argument("--runs", nargs="+", default=None, help="run ids (default: all unflagged runs)")
