@@ -343,12 +343,19 @@ def test_smartfrz_passes_the_loss_drop_of_interval_means_and_unknown_without_a_l
     from smartfrz.runtime import Freezer
 
     col = CONTEXT_FEATURES.index("loss_drop")
-    for losses, want in (([4.0, 4.0, 2.0, 2.0, 1.0, 3.0], np.log(4.0 / 2.0)), (None, np.nan)):
+    cases = (
+        ([4.0, 4.0, 2.0, 2.0, 1.0, 3.0], np.log(4.0 / 2.0)),
+        ([4.0, 4.0, 2.0, 2.0, None, None], np.log(4.0 / 2.0)),  # no loss in the third interval: keep the latest
+        ([None, None, 4.0, None, 2.0, None], np.log(4.0 / 2.0)),  # the first interval with a loss is the reference
+        (None, np.nan),
+    )
+    for losses, want in cases:
         model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
         spy = _LossSpy()
         freezer = Freezer(model, torch.optim.SGD(model.parameters(), lr=0.1), spy, total_steps=40, record_every=2)
         for step in range(6):
-            freezer.step(None if losses is None else torch.tensor(losses[step]))
+            loss = None if losses is None else losses[step]
+            freezer.step(None if loss is None else torch.tensor(loss))
         context, _ = spy.calls[0]  # intervals: mean 4, 2, 2; the drop at the third snapshot is log(4 / 2)
         np.testing.assert_allclose(context[:, col].numpy(), want)
         assert context.shape == (2, len(CONTEXT_FEATURES))

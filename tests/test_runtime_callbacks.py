@@ -52,6 +52,7 @@ def test_hf_trainer_callback_freezes_bert_blocks(tmp_path: Path, tiny_bert) -> N
         learning_rate=1e-3,
         report_to=[],
         save_strategy="no",
+        logging_steps=1,
         use_cpu=True,
         disable_tqdm=True,
     )
@@ -71,3 +72,5 @@ def test_hf_trainer_callback_freezes_bert_blocks(tmp_path: Path, tiny_bert) -> N
     assert model.classifier.weight.requires_grad
     opt = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
     assert all(p not in opt.state for p in model.bert.embeddings.parameters()) and model.classifier.weight in opt.state
+    assert freezer.policy.ctx is not None
+    assert 0.0 < freezer.policy.ctx.loss.take() < 10.0  # the Trainer's logged losses reached the freezer

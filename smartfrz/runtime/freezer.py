@@ -306,8 +306,8 @@ class Freezer:
         which tells a plateau from a run still learning; without it the predictor judges without the loss.
         """
         start = time.perf_counter()
-        if loss is not None and self.policy.ctx is not None:
-            self.policy.ctx.loss.add(loss)
+        if loss is not None:
+            self.add_loss(loss)
         self.step_count += 1
         step, f = self.step_count, self.num_frozen
         self.flops.on_step(self._pending_batch, f, self._pending_hits)
@@ -326,6 +326,15 @@ class Freezer:
             if target > f:
                 self._freeze_to(target, step, scores)
         self.overhead_s += time.perf_counter() - start
+
+    def add_loss(self, loss: Tensor | float) -> None:
+        """Record a training loss without stepping, for loops that report it apart from the step.
+
+        The HF Trainer callback passes the loss it logs every ``logging_steps``. Snapshots with no loss since the
+        last one keep the latest loss drop.
+        """
+        if self.policy.ctx is not None:
+            self.policy.ctx.loss.add(loss)
 
     def _check_first_trainable(self) -> None:
         """Warn once per freeze when the first trainable block got no gradient (reentrant checkpointing)."""

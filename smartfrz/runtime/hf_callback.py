@@ -6,6 +6,7 @@ never imports it.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -28,8 +29,11 @@ class SmartFRZTrainerCallback(TrainerCallback):
 
     Blocks of BERT, RoBERTa, DistilBERT, ViT and GPT-2 classifiers are found automatically. The
     Trainer runs the model's own forward, so this callback freezes (no backward, no optimizer state
-    for the frozen prefix) but does not serve activations from the cache, and the predictor judges
-    without the training loss (the Trainer does not hand it to callbacks). Each checkpoint folder
+    for the frozen prefix) but does not serve activations from the cache. The predictor reads the
+    training loss the Trainer logs every ``logging_steps``. Set ``logging_steps`` at or below the
+    recording cadence (about ``max_steps / 40``) for the loss context to match the traces. With fewer
+    logs the predictor keeps the latest loss drop, and before the first log it judges without one.
+    Each checkpoint folder
     gets the freezer's state (``smartfrz_freezer.pt``), and ``trainer.train(resume_from_checkpoint=...)``
     restores it, so a resumed run takes the same decisions. Each freeze prints one line on the main
     process (``verbose=False`` silences it) and adds an entry to ``trainer.state.log_history``
@@ -95,6 +99,19 @@ class SmartFRZTrainerCallback(TrainerCallback):
                     "step": state.global_step,
                 }
             )
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Hand the logged training loss (the mean since the last log) to the freezer's loss context."""
+        loss = (logs or {}).get("loss")
+        if self.freezer is not None and isinstance(loss, int | float) and math.isfinite(loss):
+            self.freezer.add_loss(float(loss))
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         """Write the freezer's state into the checkpoint folder the Trainer just saved (main process)."""

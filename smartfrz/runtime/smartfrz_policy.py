@@ -95,6 +95,8 @@ class SmartFRZ(Policy):
             self._peak_lr = max(self._peak_lr, lr)
             self._lr_rel = lr / self._peak_lr if self._peak_lr > 0 else 1.0
             mean_loss = self.ctx.loss.take() if self.ctx is not None else float("nan")
+            if math.isnan(mean_loss):
+                return  # no loss in this interval (a loop that logs it less often): keep the latest drop
             if math.isnan(self._first_loss):
                 self._first_loss = mean_loss
             self._loss_drop = loss_drop(self._first_loss, mean_loss)
