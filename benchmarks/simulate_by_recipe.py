@@ -6,13 +6,16 @@ cosine-wu<w>, linear). The frontier column is what a perfect predictor of the la
 predictor columns use the test runs of `smartfrz fit`'s default grouped split, which it never trained on.
 ``--frontier`` takes the JSON of `smartfrz probes frontier`: its runs are scored against their
 probe-measured frontier instead, and listed with the share of it the predictor captures and every
-freeze that came before it; ``--thresholds`` also replays those runs at other thresholds than the
+freeze that came before it, then summed up by lr regime (constant or decaying); ``--thresholds``
+also replays those runs at other thresholds than the
 predictor's own, to see what a threshold trades (net: savings at or after the frontier minus before it).
 
     python benchmarks/simulate_by_recipe.py traces/corpus/runs traces/default/traces.h5
     python benchmarks/simulate_by_recipe.py traces/default/traces.h5 --frontier predictor_data/frontier_default.json
     python benchmarks/simulate_by_recipe.py traces/corpus/runs --frontier predictor_data/frontier_rule_grid.json \
         --thresholds 0.5 0.7 0.9
+    python benchmarks/simulate_by_recipe.py traces/corpus/runs --predictor predictor_data/experiments/monotone_loss.pt \
+        --frontier predictor_data/frontier_{rule_grid,heldout,steplinear_a,steplinear_b}.json
 """
 
 from __future__ import annotations
@@ -85,6 +88,27 @@ def probed_table(runs: list[SimulatedRun], probed: set[str]) -> str:
     return "\n".join(lines)
 
 
+def regime_table(runs: list[SimulatedRun], recipes: dict[str, str], probed: set[str]) -> str:
+    """Mean savings on the probed runs by lr regime (constant or decaying): one threshold may not suit both."""
+    lines = [
+        "| regime | probed runs | saved | frontier | saved before the frontier | net | blocks frozen early |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    groups = {"constant": [], "decaying": [], "all": []}
+    for r in (r for r in runs if r.run_id in probed):
+        groups["constant" if recipes[r.run_id] == "constant" else "decaying"].append(r)
+        groups["all"].append(r)
+    for name, group in groups.items():
+        if group:
+            lines.append(
+                f"| {name} | {len(group)} | {_percent([r.saved for r in group]):.1f}% "
+                f"| {_percent([r.frontier_saved for r in group]):.1f}% "
+                f"| {_percent([r.early_saved for r in group]):.1f}% "
+                f"| {_percent([r.net_saved for r in group]):.1f}% | {sum(len(r.early) for r in group)} |"
+            )
+    return "\n".join(lines)
+
+
 def threshold_table(data, probs: np.ndarray, thresholds: list[float], probed: dict[str, list[int]]) -> str:
     """One markdown row per threshold over the probed runs: mean savings, frontier, early share, net."""
     lines = [
@@ -105,7 +129,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("traces", nargs="+", help="trace files or directories of run files")
     parser.add_argument("--predictor", default="default", help="a name in predictor_data/ or a .pt path")
-    parser.add_argument("--frontier", type=Path, default=None, help="JSON of `smartfrz probes frontier`")
+    parser.add_argument(
+        "--frontier", type=Path, nargs="+", default=None, help="JSONs of `smartfrz probes frontier` (one or more)"
+    )
     parser.add_argument(
         "--thresholds", type=float, nargs="+", default=None, help="with --frontier: also replay at these thresholds"
     )
@@ -118,7 +144,7 @@ def main() -> None:
     )
     split = grouped_split(data.group, data.family, FitConfig.val_frac, FitConfig.test_frac, TrainConfig.seed)
     recipes = {info.run_id: recipe_of(info) for path in args.traces for info in open_traces(path).list_runs()}
-    probed = load_frontiers([args.frontier]) if args.frontier else {}
+    probed = load_frontiers(args.frontier) if args.frontier else {}
     if args.thresholds and not probed:
         parser.error("--thresholds needs --frontier")
     probs = predict_windows(net, data)
@@ -126,6 +152,7 @@ def main() -> None:
     print(table(runs, recipes, set(data.run_id[split == "test"].tolist())))
     if probed:
         print("\n" + probed_table(runs, set(probed)))
+        print("\n" + regime_table(runs, recipes, set(probed)))
     if args.thresholds:
         print(f"\nOn the probed runs, by threshold (the predictor's own: {predictor.threshold:g}):\n")
         print(threshold_table(data, probs, args.thresholds, probed))
