@@ -33,10 +33,10 @@ class SmartFRZTrainerCallback(TrainerCallback):
     training loss the Trainer logs every ``logging_steps``. Set ``logging_steps`` at or below the
     recording cadence (about ``max_steps / 40``) for the loss context to match the traces. With fewer
     logs the predictor keeps the latest loss drop, and before the first log it judges without one.
-    Each checkpoint folder
-    gets the freezer's state (``smartfrz_freezer.pt``), and ``trainer.train(resume_from_checkpoint=...)``
-    restores it, so a resumed run takes the same decisions. Each freeze prints one line on the main
-    process (``verbose=False`` silences it) and adds an entry to ``trainer.state.log_history``
+    Each checkpoint folder gets the freezer's state (``smartfrz_freezer.pt``), and
+    ``trainer.train(resume_from_checkpoint=...)`` restores it, so a resumed run takes the same
+    decisions. Each freeze prints one line on the main process (``verbose=False`` silences it) and
+    adds an entry to ``trainer.state.log_history``
     (``smartfrz/event``, ``smartfrz/blocks_frozen``, ``smartfrz/flops_saved``). With several
     processes pass ``ddp_find_unused_parameters=True`` to ``TrainingArguments``: the Trainer owns the
     DDP wrapper.
