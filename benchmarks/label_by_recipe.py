@@ -14,32 +14,23 @@ over all runs hides which regime a rule fails in.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
-from simulate_by_recipe import recipe_of  # same folder: run as `python benchmarks/label_by_recipe.py`
+from simulate_by_recipe import REGIMES, recipe_of, regime_of  # same folder: run as `python benchmarks/...`
 
-from smartfrz.calibration.frontier_match import RuleMatch, match_rule
+from smartfrz.calibration.frontier_match import RuleMatch, aggregate_matches, match_rule
 from smartfrz.predictor.labels import LabelRule
+from smartfrz.predictor.simulate import load_frontiers
 from smartfrz.traces import open_traces
-
-REGIMES = ("constant", "decaying", "all")
-
-
-def regime_of(recipe: str) -> str:
-    """``constant`` for a flat rate (warm-up aside, none in the corpus), else ``decaying``."""
-    return "constant" if recipe == "constant" else "decaying"
 
 
 def cell(matches: list[RuleMatch]) -> str:
     """``net / frontier (early blocks, runs)`` in percent, or ``-`` for no runs."""
     if not matches:
         return "-"
-    net = np.mean([m.frontier_share - m.lost_share - m.unsafe_share for m in matches])
-    front = np.mean([m.frontier_share for m in matches])
-    early = sum(len(m.unsafe) for m in matches)
-    return f"{100 * net:.1f}% / {100 * front:.1f}% ({early} early, {len(matches)} runs)"
+    agg = aggregate_matches(matches)
+    shares = f"{100 * agg['net_share']:.1f}% / {100 * agg['frontier_share']:.1f}%"
+    return f"{shares} ({agg['unsafe']} early, {agg['runs']} runs)"
 
 
 def main() -> None:
@@ -51,8 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     rules = [LabelRule.parse(r) for r in args.rules]
     traces = open_traces(args.traces)
-    runs = [r for f in args.frontier for r in json.loads(f.read_text())["runs"]]
-    loaded = [(traces.load_run(r["run_id"]), r["frontier"]) for r in runs]
+    loaded = [(traces.load_run(rid), frontier) for rid, frontier in load_frontiers(args.frontier).items()]
     print("| rule | " + " | ".join(f"{g}: net / frontier" for g in REGIMES) + " |")
     print("|---|" + "---|" * len(REGIMES))
     for rule in rules:

@@ -43,6 +43,15 @@ def recipe_of(info: RunInfo) -> str:
     return str(spec.get("schedule", "constant")) + (f"-wu{warmup:g}" if warmup else "")
 
 
+REGIMES = ("constant", "decaying", "all")
+"""How the probed-run summaries group runs: a flat learning rate, a decaying one, and all together."""
+
+
+def regime_of(recipe: str) -> str:
+    """``constant`` for a flat rate (the corpus has no warm-up-only recipe), else ``decaying``."""
+    return "constant" if recipe == "constant" else "decaying"
+
+
 def _percent(values: list[float]) -> float:
     """Mean share in percent (NaN for no runs)."""
     return 100 * float(np.mean(values)) if values else float("nan")
@@ -94,9 +103,9 @@ def regime_table(runs: list[SimulatedRun], recipes: dict[str, str], probed: set[
         "| regime | probed runs | saved | frontier | saved before the frontier | net | blocks frozen early |",
         "|---|---|---|---|---|---|---|",
     ]
-    groups = {"constant": [], "decaying": [], "all": []}
+    groups: dict[str, list[SimulatedRun]] = {g: [] for g in REGIMES}
     for r in (r for r in runs if r.run_id in probed):
-        groups["constant" if recipes[r.run_id] == "constant" else "decaying"].append(r)
+        groups[regime_of(recipes[r.run_id])].append(r)
         groups["all"].append(r)
     for name, group in groups.items():
         if group:

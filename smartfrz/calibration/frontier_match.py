@@ -68,7 +68,7 @@ def match_rule(run: RunRecord, rule: LabelRule, frontier: Sequence[int]) -> Rule
     return match_schedule(run, rule.key, rule_schedule(run, rule), frontier)
 
 
-def _aggregate(ms: Sequence[RuleMatch]) -> dict[str, Any]:
+def aggregate_matches(ms: Sequence[RuleMatch]) -> dict[str, Any]:
     """Counts and mean shares over some matches of one rule."""
     blocks = sum(len(m.frontier) for m in ms)
     front = float(np.mean([m.frontier_share for m in ms]))
@@ -100,9 +100,9 @@ def _held_out(matches: Sequence[RuleMatch], rules: list[str], fams: list[str]) -
         return {}
     out = {}
     for fam in fams:
-        rest = {k: _aggregate([m for m in matches if m.rule == k and m.family != fam]) for k in rules}
+        rest = {k: aggregate_matches([m for m in matches if m.rule == k and m.family != fam]) for k in rules}
         chosen = _best(rest)
-        out[fam] = {"rule": chosen, **_aggregate([m for m in matches if m.rule == chosen and m.family == fam])}
+        out[fam] = {"rule": chosen, **aggregate_matches([m for m in matches if m.rule == chosen and m.family == fam])}
     return out
 
 
@@ -110,9 +110,9 @@ def summarise_matches(matches: Sequence[RuleMatch]) -> dict[str, Any]:
     """Per rule, overall and per family; the best rule overall and per family; the held-out-family choice."""
     rules = list(dict.fromkeys(m.rule for m in matches))
     fams = sorted({m.family for m in matches})
-    per_rule = {k: _aggregate([m for m in matches if m.rule == k]) for k in rules}
+    per_rule = {k: aggregate_matches([m for m in matches if m.rule == k]) for k in rules}
     per_family = {
-        f: {k: _aggregate([m for m in matches if m.rule == k and m.family == f]) for k in rules} for f in fams
+        f: {k: aggregate_matches([m for m in matches if m.rule == k and m.family == f]) for k in rules} for f in fams
     }
     return {
         "per_rule": per_rule,
