@@ -118,18 +118,25 @@ def regime_table(runs: list[SimulatedRun], recipes: dict[str, str], probed: set[
     return "\n".join(lines)
 
 
-def threshold_table(data, probs: np.ndarray, thresholds: list[float], probed: dict[str, list[int]]) -> str:
-    """One markdown row per threshold over the probed runs: mean savings, frontier, early share, net."""
+def threshold_table(
+    data, probs: np.ndarray, thresholds: list[float], probed: dict[str, list[int]], recipes: dict[str, str]
+) -> str:
+    """One markdown row per lr regime and threshold over the probed runs: mean savings, frontier, early, net."""
     lines = [
-        "| threshold | runs | saved | frontier | saved before the frontier | net | blocks frozen early |",
-        "|---|---|---|---|---|---|---|",
+        "| regime | threshold | runs | saved | frontier | saved before the frontier | net | blocks frozen early |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    _, sweep = choose_threshold_by_frontier(data, probs, probed, grid=np.array(thresholds))
-    for s in sweep:
-        lines.append(
-            f"| {s['threshold']:g} | {s['runs']:.0f} | {100 * s['saved']:.1f}% | {100 * s['frontier_saved']:.1f}% "
-            f"| {100 * s['early_saved']:.1f}% | {100 * s['net_saved']:.1f}% | {s['early_blocks']:.0f} |"
-        )
+    for regime in REGIMES:
+        group = {rid: f for rid, f in probed.items() if regime in ("all", regime_of(recipes.get(rid, "constant")))}
+        if not set(group) & set(data.run_id.tolist()):
+            continue
+        _, sweep = choose_threshold_by_frontier(data, probs, group, grid=np.array(thresholds))
+        for s in sweep:
+            lines.append(
+                f"| {regime} | {s['threshold']:g} | {s['runs']:.0f} | {100 * s['saved']:.1f}% "
+                f"| {100 * s['frontier_saved']:.1f}% | {100 * s['early_saved']:.1f}% | {100 * s['net_saved']:.1f}% "
+                f"| {s['early_blocks']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -164,7 +171,7 @@ def main() -> None:
         print("\n" + regime_table(runs, recipes, set(probed)))
     if args.thresholds:
         print(f"\nOn the probed runs, by threshold (the predictor's own: {predictor.threshold:g}):\n")
-        print(threshold_table(data, probs, args.thresholds, probed))
+        print(threshold_table(data, probs, args.thresholds, probed, recipes))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,13 @@ from smartfrz.calibration import frontier_probes
 from smartfrz.calibration.frontier import search_frontier
 from smartfrz.calibration.frontier_match import match_schedule, summarise_matches
 from smartfrz.calibration.frontier_probes import frozen_share, measure_frontier
-from smartfrz.calibration.frontier_report import _match_tables, frontier_markdown, summarise_frontiers
+from smartfrz.calibration.frontier_report import (
+    _match_tables,
+    frontier_markdown,
+    median_se,
+    paired_se,
+    summarise_frontiers,
+)
 from smartfrz.calibration.probe_cache import ProbeCache, probe_key
 from smartfrz.calibration.probes import ScheduleProbe
 from smartfrz.cli import main as smartfrz_main
@@ -131,6 +137,15 @@ def test_measure_frontier_pairs_seeds_and_resumes_from_the_cache(synthetic_run, 
     meta = {"tol": 0.2, "seeds": 2, "traces": "syn", "date": "-", "code_version": "-"}
     md = frontier_markdown({**summarise_frontiers([first]), **meta})
     assert "2 (3, 30%); 2 (3, 30%); 6 (7, 70%); never" in md and "## Trials" in md
+
+
+def test_paired_se_is_the_standard_error_of_the_per_seed_changes():
+    ref = {"0": 0.90, "1": 0.80, "2": 0.70}
+    acc = {"0": 0.89, "1": 0.80, "2": 0.68}  # changes -1, 0, -2 points: std 1, SE 1/sqrt(3)
+    assert paired_se(acc, ref) == pytest.approx(1 / np.sqrt(3))
+    assert np.isnan(paired_se({"0": 0.5}, ref))  # one seed: no spread to measure
+    run = {"reference_acc": ref, "trials": [{"acc": acc}, {"acc": dict(ref)}, {"acc": {"0": 0.9}}]}
+    assert median_se(run) == pytest.approx(0.5 / np.sqrt(3))  # median of 1/sqrt(3) and 0; the 1-seed trial is skipped
 
 
 def hand_run():

@@ -80,6 +80,8 @@ def test_merge_and_directory(tmp_path):
         np.testing.assert_array_equal(a.load_run(rid).samples, b.load_run(rid).samples)
     with pytest.raises(TraceFormatError, match="also in"):
         merge_traces([d, merged], tmp_path / "twice.h5")
+    with pytest.raises(KeyError, match=r"no run 'r9' in 3 files under .*runs \(3 runs, e\.g\. r0, r1, r2\)"):
+        a.load_run("r9")  # one line, not every file's path
 
 
 def _copy_with(tmp_path, src, edit):

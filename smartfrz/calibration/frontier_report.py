@@ -44,15 +44,15 @@ def _runs_table(summary: dict[str, Any]) -> list[str]:
     """One row per run: the frontier, probes used, frozen share, accuracies, replay check, probe time."""
     out = [
         "| run | family | seeds | frontier per block: snapshot (step, % of training) | probes (new) "
-        "| frozen share | trace acc | unfrozen acc per seed | replay err | probe time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| frozen share | trace acc | unfrozen acc per seed | probe SE (median, pts) | replay err | probe time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["runs"]:
         err = "-" if r["replay_max_abs_err"] is None else f"{r['replay_max_abs_err']:.1e}"
         out.append(
             f"| {r['run_id']} | {r['family']} | {len(r['seeds'])} | {_block_cell(r)} | {r['probes']} "
             f"({r['new_probes']}) | {r['frozen_share']:.1%} | {r['trace_acc']:.4f} | {_accs(r['reference_acc'])} "
-            f"| {err} | {r['probe_time_s']:.0f} |"
+            f"| {_points(median_se(r))} | {err} | {r['probe_time_s']:.0f} |"
         )
     return out
 
@@ -65,16 +65,41 @@ def _family_table(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def paired_se(acc: dict[str, float], reference: dict[str, float]) -> float:
+    """Standard error (points) of a probe's mean loss: the spread of its per-seed paired changes over sqrt(n).
+
+    NaN with fewer than two seeds. A frontier step smaller than about two of these is within probe noise.
+    """
+    diffs = [100.0 * (acc[s] - reference[s]) for s in acc if s in reference]
+    return float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) >= 2 else float("nan")
+
+
+def median_se(run: dict[str, Any]) -> float:
+    """Median paired standard error (points) over a run's trials; NaN when no trial has two seeds."""
+    ses = [paired_se(t["acc"], run["reference_acc"]) for t in run["trials"]]
+    ses = [v for v in ses if np.isfinite(v)]
+    return float(np.median(ses)) if ses else float("nan")
+
+
 def _trials_table(summary: dict[str, Any]) -> list[str]:
     """Every schedule the searches tried (monotonicity is assumed; these show where noise may break it)."""
-    out = ["| run | block | at snapshot | mean loss (pts) | safe | accuracy per seed |", "|---|---|---|---|---|---|"]
+    out = [
+        "| run | block | at snapshot | mean loss (pts) | ± SE (pts) | safe | accuracy per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in summary["runs"]:
         for t in r["trials"]:
+            se = paired_se(t["acc"], r["reference_acc"])
             out.append(
-                f"| {r['run_id']} | {t['block']} | {t['at']} | {t['loss_points']:.2f} | {'yes' if t['safe'] else 'no'} "
-                f"| {_accs(t['acc'])} |"
+                f"| {r['run_id']} | {t['block']} | {t['at']} | {t['loss_points']:.2f} | {_points(se)} "
+                f"| {'yes' if t['safe'] else 'no'} | {_accs(t['acc'])} |"
             )
     return out
+
+
+def _points(value: float) -> str:
+    """``0.23`` or ``-`` for NaN."""
+    return "-" if not np.isfinite(value) else f"{value:.2f}"
 
 
 def _match_tables(match: dict[str, Any]) -> list[str]:
@@ -129,7 +154,9 @@ def frontier_markdown(summary: dict[str, Any]) -> str:
         "",
         f"Per block, the earliest snapshot at which freezing the prefix loses at most {summary['tol']:g} points "
         f"(mean over {summary['seeds']} seed(s), each against its own unfrozen run). Traces: {summary['traces']}; "
-        f"code {summary['code_version']}; {summary['date']}. Frozen share: traced parameter x step updates skipped.",
+        f"code {summary['code_version']}; {summary['date']}. Frozen share: traced parameter x step updates skipped. "
+        "Probe SE: the standard error of a probe's mean loss over its seeds; a tolerance near it makes the "
+        "frontier noisy.",
         "",
         *_runs_table(summary),
         "",

@@ -181,7 +181,10 @@ class TraceSet:
     def run_info(self, run_id: str) -> RunInfo:
         """Metadata of one run; KeyError naming the known runs if absent."""
         if run_id not in self._runs:
-            raise KeyError(f"no run {run_id!r} in {self.paths}; known: {sorted(self._runs)[:10]}...")
+            first = self.paths[0]
+            where = str(first) if len(self.paths) == 1 else f"{len(self.paths)} files under {first.parent}"
+            known = ", ".join(sorted(self._runs)[:5])
+            raise KeyError(f"no run {run_id!r} in {where} ({len(self._runs)} runs, e.g. {known})")
         return self._runs[run_id]
 
     def load_run(self, run_id: str) -> RunRecord:
