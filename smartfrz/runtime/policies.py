@@ -107,6 +107,12 @@ class NoFreeze(Policy):
         return num_frozen
 
 
+def freezeout_step(block: int, num_freezable: int, t0: float, total_steps: int) -> int:
+    """The step from which FreezeOut freezes ``block`` (of ``num_freezable``): ``t0 + (1 - t0) * block / n``
+    of ``total_steps``, rounded up."""
+    return math.ceil((t0 + (1 - t0) * block / num_freezable) * total_steps)
+
+
 class FreezeOut(Policy):
     """FreezeOut (Brock et al. 2017): block i freezes at ``t0 + (1 - t0) * i / L`` of ``total_steps``."""
 
@@ -123,7 +129,7 @@ class FreezeOut(Policy):
     def _frozen_at(self, step: int) -> int:
         assert self.ctx is not None, "attach() first"
         n = self.ctx.num_freezable
-        return sum(step >= math.ceil((self.t0 + (1 - self.t0) * i / n) * self.total_steps) for i in range(n))
+        return sum(step >= freezeout_step(i, n, self.t0, self.total_steps) for i in range(n))
 
     def is_stage(self, step: int) -> bool:
         """Steps where the schedule moves."""
