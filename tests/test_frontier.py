@@ -144,8 +144,14 @@ def test_paired_se_is_the_standard_error_of_the_per_seed_changes():
     acc = {"0": 0.89, "1": 0.80, "2": 0.68}  # changes -1, 0, -2 points: std 1, SE 1/sqrt(3)
     assert paired_se(acc, ref) == pytest.approx(1 / np.sqrt(3))
     assert np.isnan(paired_se({"0": 0.5}, ref))  # one seed: no spread to measure
-    run = {"reference_acc": ref, "trials": [{"acc": acc}, {"acc": dict(ref)}, {"acc": {"0": 0.9}}]}
-    assert median_se(run) == pytest.approx(0.5 / np.sqrt(3))  # median of 1/sqrt(3) and 0; the 1-seed trial is skipped
+    trials = [
+        {"acc": acc, "schedule": [1, 4]},
+        {"acc": dict(ref), "schedule": [2, 4]},
+        {"acc": {"0": 0.9}, "schedule": [3, 4]},  # one seed: skipped
+        {"acc": dict(ref), "schedule": [4, 5]},  # from the last snapshot (4) or never (5): freezes nothing, skipped
+    ]
+    run = {"reference_acc": ref, "n_snapshots": 5, "trials": trials}
+    assert median_se(run) == pytest.approx(0.5 / np.sqrt(3))  # median of 1/sqrt(3) and 0
 
 
 def hand_run():

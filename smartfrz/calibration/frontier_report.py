@@ -75,8 +75,10 @@ def paired_se(acc: dict[str, float], reference: dict[str, float]) -> float:
 
 
 def median_se(run: dict[str, Any]) -> float:
-    """Median paired standard error (points) over a run's trials; NaN when no trial has two seeds."""
-    ses = [paired_se(t["acc"], run["reference_acc"]) for t in run["trials"]]
+    """Median paired standard error (points) over a run's trials that freeze something (freezing after the
+    last snapshot or never is the unfrozen run again: zero spread); NaN when no such trial has two seeds."""
+    freezing = [t for t in run["trials"] if min(t["schedule"]) < run["n_snapshots"] - 1]
+    ses = [paired_se(t["acc"], run["reference_acc"]) for t in freezing]
     ses = [v for v in ses if np.isfinite(v)]
     return float(np.median(ses)) if ses else float("nan")
 
