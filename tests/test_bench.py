@@ -8,10 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_runtime_support import RelChangePredictor
 
 from smartfrz.bench import BENCH_TASKS, PolicySpec, ScheduledFreeze
 from smartfrz.bench.__main__ import main, training_tasks
 from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
+from smartfrz.bench.policies import Cadence, build_policy
 from smartfrz.bench.report import add_policies, merge_shards, paired
 from smartfrz.bench.tasks import held_out
 from smartfrz.predictor.checkpoint import save_checkpoint
@@ -27,6 +29,15 @@ def test_bench_tasks_hold_out_a_family_and_a_dataset_of_the_training_preset():
     out = held_out(names, training)
     assert out["families"] and out["datasets"]
     assert {t.scenario for t in BENCH_TASKS} == {"scratch", "finetune"}
+
+
+def test_bench_smartfrz_policies_know_the_run_length():
+    """The predictor's progress input is t / total_steps: the bench must hand the run's length to SmartFRZ."""
+    cadence = Cadence.for_run(300, 40, 10)
+    plain = build_policy(PolicySpec.parse("smartfrz+cache"), 300, cadence, RelChangePredictor(), 0)
+    assert plain.total_steps == 300 and plain.backstop is None
+    backstop = build_policy(PolicySpec.parse("smartfrz-backstop"), 300, cadence, RelChangePredictor(), 0)
+    assert backstop.total_steps == 300 and backstop.backstop == cadence.freezeout_t0
 
 
 def test_policy_spec_parsing_and_errors():
@@ -136,7 +147,7 @@ def test_quick_summary_is_computed_against_the_paired_none_run(quick_results):
         if row["policy"] == "none":
             assert row["delta_points_mean"] == 0.0 and row["flops_saved_mean"] == 0.0 and row["wall_saved_mean"] == 0.0
     target = raw["summary"]["targets"][0]
-    assert target["policy"] == "smartfrz+cache" and target["wall_saved_target"] == 0.25
+    assert target["policy"] == "smartfrz-backstop+cache" and target["wall_saved_target"] == 0.25
 
 
 def test_quick_oracle_probes_are_on_the_ladder_and_pick_the_first_within_tolerance(quick_results):
@@ -222,7 +233,8 @@ def test_added_policies_replace_theirs_only_when_the_none_runs_are_the_same(quic
     ours = [paired(r, n)["wall_saved"] for r, n in _pairs(merged) if r["policy"] == "smartfrz"]
     theirs = [paired(r, n)["wall_saved"] for r, n in _pairs(extra) if r["policy"] == "smartfrz"]
     assert ours and ours == pytest.approx(theirs)
-    assert merged["config"]["policies"] == ["none", "freezeout", "autofreeze", "smartfrz+cache", "smartfrz"]
+    kept = [p for p in raw["config"]["policies"] if p != "smartfrz"]
+    assert merged["config"]["policies"] == [*kept, "smartfrz"]
     assert [r.get("predictor_note") for r in merged["runs"] if r["policy"] == "smartfrz"] == ["new"] * len(
         [r for r in raw["runs"] if r["policy"] == "smartfrz"]
     )

@@ -9,7 +9,7 @@ from torch import nn
 
 import smartfrz.ops
 from smartfrz.predictor import AttentionPredictorNet, FreezePredictor, LabelRule, ModelConfig
-from smartfrz.runtime import AutoFreeze, Freezer
+from smartfrz.runtime import AutoFreeze, FreezeOut, Freezer
 from smartfrz.runtime.recorder import WeightRecorder
 from smartfrz.runtime.smartfrz_policy import SmartFRZ
 
@@ -75,6 +75,46 @@ def test_smartfrz_needs_every_earlier_block_and_spares_the_head() -> None:
     assert _smartfrz_run(RelChangePredictor(window=4, k=16), lrs=[0.1, 0.0, 0.0, 0.1]).num_frozen == 0
     freezer = _smartfrz_run(RelChangePredictor(window=4, k=16), lrs=[0.0, 0.0, 0.0, 0.0])
     assert freezer.num_frozen == 3 and freezer.blocks[3].module.weight.requires_grad
+
+
+def _policy_run(policy: object, lrs: list[float], steps: int = 12, **freezer_kwargs: object) -> Freezer:
+    model = mlp(bn=False)
+    groups = [{"params": list(block.parameters()), "lr": lr} for block, lr in zip(model, lrs, strict=True)]
+    opt = torch.optim.SGD(groups, lr=0.1)
+    freezer = Freezer(model, opt, policy, verbose=False, **freezer_kwargs)  # type: ignore[arg-type]
+    train(freezer, model, opt, steps=steps)
+    return freezer
+
+
+def test_smartfrz_backstop_freezes_no_later_than_freezeout() -> None:
+    """Layers that never settle still freeze on FreezeOut's schedule; settled ones freeze earlier than it."""
+    moving = [0.1, 0.1, 0.1, 0.1]
+    alone = SmartFRZ(RelChangePredictor(window=4, k=16), 1, 1, total_steps=12, backstop=0.5)
+    fixed = _policy_run(FreezeOut(total_steps=12, t0=0.5), moving)
+    steps = [(e.step, e.block) for e in fixed.events.events]
+    assert steps == [(6, 0), (8, 1), (10, 2)]
+    assert [(e.step, e.block) for e in _policy_run(alone, moving).events.events] == steps
+    early = SmartFRZ(RelChangePredictor(window=4, k=16), 2, 4, total_steps=12, backstop=0.9)
+    frozen = _policy_run(early, lrs=[0.0, 0.0, 0.1, 0.1])
+    events = frozen.events.events
+    assert [(e.step, e.block) for e in events] == [(8, 0), (8, 1), (12, 2)]  # the predictor's two, then the backstop
+    lines = [frozen.events.line(e) for e in frozen.events.events]
+    assert "backstop" not in lines[0] and lines[2].endswith("by the backstop schedule")
+    assert "by the backstop schedule" in str(frozen.summary())
+    with pytest.raises(ValueError, match="total_steps"):
+        SmartFRZ(RelChangePredictor(), backstop=0.5)
+    with pytest.raises(ValueError, match="t0"):
+        SmartFRZ(RelChangePredictor(), total_steps=12, backstop=1.5)
+
+
+def test_freezer_gives_its_total_steps_to_a_smartfrz_policy_without_one() -> None:
+    """The progress input needs the run length: a SmartFRZ passed in without it takes the freezer's."""
+    policy = SmartFRZ(RelChangePredictor(window=4, k=16), 2, 4)
+    _policy_run(policy, [0.1] * 4, steps=2, total_steps=12)
+    assert policy.total_steps == 12
+    planned = SmartFRZ(RelChangePredictor(window=4, k=16), 2, 4, total_steps=20)
+    with pytest.raises(ValueError, match="plans 20"):
+        _policy_run(planned, [0.1] * 4, steps=2, total_steps=12)
 
 
 def test_autofreeze_uses_gradient_norm_change() -> None:

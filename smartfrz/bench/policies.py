@@ -6,9 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartfrz.runtime import AutoFreeze, FreezeOut, NoFreeze, Policy, SmartFRZ
+from smartfrz.runtime.policies import FREEZEOUT_T0
 
-BASE_POLICIES = ("none", "freezeout", "autofreeze", "smartfrz")
-DEFAULT_POLICIES = ("none", "freezeout", "autofreeze", "smartfrz", "smartfrz+cache")
+BASE_POLICIES = ("none", "freezeout", "autofreeze", "smartfrz", "smartfrz-backstop")
+DEFAULT_POLICIES = (
+    "none",
+    "freezeout",
+    "autofreeze",
+    "smartfrz",
+    "smartfrz+cache",
+    "smartfrz-backstop",
+    "smartfrz-backstop+cache",
+)
+MAIN_POLICIES = ("smartfrz-backstop+cache", "smartfrz+cache", "smartfrz")
+"""The policy the targets are checked on: the first of these benched (the Freezer's default comes first)."""
 CACHE_SUFFIX = "+cache"
 
 
@@ -26,7 +37,7 @@ class PolicySpec:
 
     @staticmethod
     def parse(text: str) -> PolicySpec:
-        """``none``, ``freezeout``, ``autofreeze``, ``smartfrz``, each optionally with ``+cache``."""
+        """A name of ``BASE_POLICIES``, optionally with ``+cache``."""
         base, cache = (text[: -len(CACHE_SUFFIX)], True) if text.endswith(CACHE_SUFFIX) else (text, False)
         if base not in BASE_POLICIES:
             raise ValueError(f"unknown policy {text!r}; use one of {BASE_POLICIES}, optionally with '{CACHE_SUFFIX}'")
@@ -43,7 +54,7 @@ class Cadence:
     stage_every: int
     autofreeze_interval: int
     autofreeze_percentile: float = 50.0
-    freezeout_t0: float = 0.5
+    freezeout_t0: float = FREEZEOUT_T0
 
     @staticmethod
     def for_run(total_steps: int, snapshots: int, autofreeze_stages: int) -> Cadence:
@@ -85,7 +96,10 @@ class ScheduledFreeze(Policy):
 
 
 def build_policy(spec: PolicySpec, total_steps: int, cadence: Cadence, predictor: Any, seed: int) -> Policy:
-    """The runtime policy object for ``spec`` (SmartFRZ takes the loaded predictor)."""
+    """The runtime policy object for ``spec`` (SmartFRZ takes the loaded predictor and the run's length).
+
+    ``smartfrz-backstop`` is SmartFRZ that freezes no block later than FreezeOut (``cadence.freezeout_t0``).
+    """
     if spec.base == "none":
         return NoFreeze()
     if spec.base == "freezeout":
@@ -94,4 +108,7 @@ def build_policy(spec: PolicySpec, total_steps: int, cadence: Cadence, predictor
         return AutoFreeze(cadence.autofreeze_interval, cadence.autofreeze_percentile)
     if predictor is None:
         raise ValueError("the smartfrz policies need a predictor")
-    return SmartFRZ(predictor, cadence.record_every, cadence.stage_every, seed=seed)
+    backstop = cadence.freezeout_t0 if spec.base == "smartfrz-backstop" else None
+    return SmartFRZ(
+        predictor, cadence.record_every, cadence.stage_every, seed=seed, total_steps=total_steps, backstop=backstop
+    )

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from smartfrz.bench.policies import MAIN_POLICIES
 from smartfrz.zoo import get_task
 
 TARGET_FLOPS = 0.40
@@ -183,7 +184,7 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         if oracle:
             task_rows.append(_row(task, "oracle", oracle, freezable))
         rows += task_rows
-        main = "smartfrz+cache" if "smartfrz+cache" in policies else "smartfrz"
+        main = next((p for p in MAIN_POLICIES if p in policies), "smartfrz")
         check = targets(task_rows, main)
         if check is not None:
             checks.append({"task": task, **check})

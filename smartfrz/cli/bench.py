@@ -46,7 +46,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--policies",
         nargs="+",
         default=Lazy("smartfrz.bench.policies:DEFAULT_POLICIES"),
-        help="none, freezeout, autofreeze, smartfrz, each optionally +cache; 'none' is required",
+        help="none, freezeout, autofreeze, smartfrz, smartfrz-backstop (SmartFRZ no later than FreezeOut), "
+        "each but none optionally +cache; 'none' is required",
     )
     p.add_argument("--predictor", default="default", help="SmartFRZ predictor: a name in predictor_data/ or a .pt path")
     p.add_argument("--snapshots", type=positive, help="SmartFRZ snapshots per run (default: 40, --quick: 48)")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from smartfrz.runtime.summary import percent_of, score_text
+from smartfrz.runtime.summary import freeze_text, percent_of
 
 log = logging.getLogger("smartfrz.runtime")
 
@@ -30,7 +30,7 @@ def event_line(event: FreezeEvent, num_blocks: int, total_steps: int | None, thr
 
     For example ``smartfrz: froze block 3/8 'layer2' at step 120 (30% of training), P=0.970 >= 0.924``.
     """
-    why = f", {score_text(event.score, threshold)}" if event.score is not None else f" ({event.policy} schedule)"
+    why = f", {freeze_text(event.score, threshold)}" if event.score is not None else f" ({event.policy} schedule)"
     return (
         f"smartfrz: froze block {event.block + 1}/{num_blocks} {event.name!r} at step {event.step}"
         f"{percent_of(event.step, total_steps)}{why}"

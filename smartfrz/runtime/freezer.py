@@ -33,7 +33,7 @@ from smartfrz.runtime.events import Echo, EventLog, FreezeEvent
 from smartfrz.runtime.gradflow import STARVED_HINT, starved
 from smartfrz.runtime.indices import host_indices
 from smartfrz.runtime.mechanism import base_optimizer, freeze_module
-from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
+from smartfrz.runtime.policies import FREEZEOUT_T0, NoFreeze, Policy, PolicyContext
 from smartfrz.runtime.precision import Autocast
 from smartfrz.runtime.protocols import PredictorProtocol
 from smartfrz.runtime.smartfrz_policy import SmartFRZ
@@ -69,13 +69,22 @@ def resolve_policy(
     threshold: float | None,
     seed: int,
     total_steps: int | None,
+    backstop: float | None = None,
 ) -> Policy:
-    """A Policy from a policy, a predictor object, a predictor name/path, or None (never freeze)."""
+    """A Policy from a policy, a predictor object, a predictor name/path, or None (never freeze).
+
+    A SmartFRZ policy built here from a predictor gets the ``backstop`` schedule when ``total_steps`` is known.
+    """
     options = {"record_every": record_every, "stage_every": stage_every, "window": window, "threshold": threshold}
     if isinstance(policy, Policy) or policy is None:
         given = [k for k, v in options.items() if v is not None]
         if given:
             raise ValueError(f"{given} configure the SmartFRZ predictor policy; set them on the policy you passed")
+        if isinstance(policy, SmartFRZ) and total_steps is not None:
+            if policy.total_steps is None:
+                policy.total_steps = total_steps  # the predictor's progress input: t / total_steps
+            elif policy.total_steps != total_steps:
+                raise ValueError(f"total_steps={total_steps} but the SmartFRZ policy plans {policy.total_steps}")
         return NoFreeze() if policy is None else policy
     if isinstance(policy, str | os.PathLike):
         from smartfrz.predictor import load_predictor
@@ -86,7 +95,8 @@ def resolve_policy(
     if record_every is None:
         record_every = record_every_for(total_steps) if total_steps else 10
     stage_every = stage_every if stage_every is not None else record_every
-    return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed, total_steps)
+    backstop = backstop if total_steps else None  # the schedule is a share of training
+    return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed, total_steps, backstop)
 
 
 def _echo(verbose: bool | Echo) -> Echo | None:
@@ -110,7 +120,10 @@ class Freezer:
         record_every, stage_every, window, threshold: SmartFRZ settings when ``policy`` is a
             predictor (defaults: :func:`smartfrz.cadence.record_every_for` of ``total_steps``, else 10;
             ``record_every``; the predictor's).
-        total_steps: planned optimizer steps, used for the default recording cadence.
+        total_steps: planned optimizer steps: the default recording cadence and the predictor's
+            progress input (also given to a SmartFRZ policy passed without its own).
+        backstop: when ``policy`` is a predictor and ``total_steps`` is known, no block freezes later
+            than FreezeOut with this ``t0`` would freeze it (None: the predictor alone decides).
         cache: True or a :class:`CacheConfig` to serve the frozen prefix from an activation cache.
         deterministic_inputs: the user's promise that a sample's input to the prefix is the same
             every time (no random augmentation); required for the cache.
@@ -133,6 +146,7 @@ class Freezer:
         window: int | None = None,
         threshold: float | None = None,
         total_steps: int | None = None,
+        backstop: float | None = FREEZEOUT_T0,
         cache: CacheConfig | bool | None = None,
         deterministic_inputs: bool = False,
         seed: int = 0,
@@ -158,7 +172,7 @@ class Freezer:
             warnings.warn(advice, UserWarning, stacklevel=2)
         self.layers = find_layers(self.module)
         where = layer_block_index(self.module, self.blocks)
-        self.policy = resolve_policy(policy, record_every, stage_every, window, threshold, seed, total_steps)
+        self.policy = resolve_policy(policy, record_every, stage_every, window, threshold, seed, total_steps, backstop)
         self.policy.attach(
             PolicyContext(
                 block_names=[b.name for b in self.blocks],

@@ -107,6 +107,10 @@ class NoFreeze(Policy):
         return num_frozen
 
 
+FREEZEOUT_T0 = 0.5
+"""FreezeOut's default share of training before the first block freezes (Brock et al. 2017)."""
+
+
 def freezeout_step(block: int, num_freezable: int, t0: float, total_steps: int) -> int:
     """The step from which FreezeOut freezes ``block`` (of ``num_freezable``): ``t0 + (1 - t0) * block / n``
     of ``total_steps``, rounded up."""
@@ -118,7 +122,7 @@ class FreezeOut(Policy):
 
     name = "freezeout"
 
-    def __init__(self, total_steps: int, t0: float = 0.5) -> None:
+    def __init__(self, total_steps: int, t0: float = FREEZEOUT_T0) -> None:
         super().__init__()
         if total_steps < 1:
             raise ValueError(f"FreezeOut needs total_steps >= 1, got {total_steps}")

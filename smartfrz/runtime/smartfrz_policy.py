@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from smartfrz.runtime.policies import Policy, PolicyContext, walk_prefix
+from smartfrz.runtime.policies import Policy, PolicyContext, freezeout_step, walk_prefix
 from smartfrz.runtime.protocols import IncrementalPredictorProtocol, PredictorProtocol
 from smartfrz.runtime.recorder import WeightRecorder
 from smartfrz.train_context import LEGACY_CONTEXT, loss_drop
@@ -31,7 +31,10 @@ class SmartFRZ(Policy):
 
     A block freezes when every judged layer in it has P(converged) >= ``threshold`` and every
     earlier block is frozen; the head never freezes. Only layers of blocks that may still freeze
-    are recorded, so the cost shrinks as the prefix grows.
+    are recorded, so the cost shrinks as the prefix grows. With ``backstop`` (a FreezeOut ``t0``) and
+    ``total_steps``, no block freezes later than FreezeOut's schedule would freeze it: the predictor can
+    only freeze earlier. Under a constant learning rate no weight signal placed the probe-measured
+    safe freeze times better than that schedule (README, Results), so it is the fallback there.
     """
 
     name = "smartfrz"
@@ -45,6 +48,7 @@ class SmartFRZ(Policy):
         threshold: float | None = None,
         seed: int = 0,
         total_steps: int | None = None,
+        backstop: float | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(predictor, PredictorProtocol):
@@ -60,8 +64,13 @@ class SmartFRZ(Policy):
         self.threshold = float(threshold if threshold is not None else predictor.threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if backstop is not None and not 0.0 < backstop <= 1.0:
+            raise ValueError(f"backstop is FreezeOut's t0, a fraction of training in (0, 1]; got {backstop}")
+        if backstop is not None and not total_steps:
+            raise ValueError("a backstop schedule is a share of training: give total_steps with it")
         self.seed = seed
         self.total_steps = total_steps
+        self.backstop = backstop
         # predictors that take context and masked short windows judge a layer from min_window snapshots on
         self.contextual = hasattr(predictor, "min_window")
         self.min_window = int(getattr(predictor, "min_window", self.window))
@@ -144,12 +153,21 @@ class SmartFRZ(Policy):
         windows = windows if device is None else windows.to(device)
         return self.predictor.predict_proba(windows).float().cpu()
 
+    def backstop_prefix(self, step: int) -> int:
+        """Blocks the backstop schedule has frozen by ``step`` (0 without a backstop or ``total_steps``)."""
+        assert self.ctx is not None
+        if self.backstop is None or not self.total_steps:
+            return 0
+        n = self.ctx.num_freezable
+        return sum(step >= freezeout_step(b, n, self.backstop, self.total_steps) for b in range(n))
+
     def decide(self, step: int, num_frozen: int) -> int:
-        """Extend the prefix over blocks whose layers the predictor all judges converged."""
+        """Extend the prefix over blocks whose layers the predictor all judges converged, or the backstop's."""
         assert self.ctx is not None
         self.block_scores = {}
+        backstop = self.backstop_prefix(step)
         if self.recorder is None or self.recorder.count < self.min_window or not self.recorder.active:
-            return num_frozen
+            return max(num_frozen, backstop)
         rows = self.recorder.active  # recorder rows == positions in self._judged
         probs = self._predict(rows)
         values = probs.tolist() if probs.shape == (len(rows),) else []
@@ -161,7 +179,7 @@ class SmartFRZ(Policy):
             if in_block:
                 self.block_scores[b] = min(in_block)
         converged = {i: p >= self.threshold for i, p in layer_prob.items()}
-        return walk_prefix(self.ctx, num_frozen, converged)
+        return max(walk_prefix(self.ctx, num_frozen, converged), backstop)
 
     def on_frozen(self, num_frozen: int) -> None:
         """Stop recording the layers of frozen blocks."""
@@ -204,4 +222,5 @@ class SmartFRZ(Policy):
             "threshold": self.threshold,
             "min_window": self.min_window,
             "seed": self.seed,
+            **({"backstop": self.backstop} if self.backstop is not None else {}),  # older checkpoints have none
         }

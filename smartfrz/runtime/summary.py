@@ -21,6 +21,14 @@ def score_text(score: float | None, threshold: float | None) -> str:
     return f"P={score:.3f} {'>=' if score >= threshold else '<'} {threshold:.3f}"
 
 
+def freeze_text(score: float | None, threshold: float | None) -> str:
+    """Why a block froze: its score, and ``by the backstop schedule`` when the score did not pass (SmartFRZ)."""
+    text = score_text(score, threshold)
+    if score is not None and threshold is not None and score < threshold:
+        text += ", by the backstop schedule"
+    return text
+
+
 def _flops(n: float) -> str:
     """A FLOP count with an SI prefix."""
     for scale, unit in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -107,7 +115,7 @@ class FreezerSummary(Mapping[str, Any]):
                     else f"frozen at step {event['step']}{percent_of(event['step'], self.total_steps)}"
                 )
                 if event is not None and event.get("score") is not None:
-                    state += f", {score_text(event['score'], self.threshold)}"
+                    state += f", {freeze_text(event['score'], self.threshold)}"
             else:
                 score = self.scores.get(name)
                 state = f"training, {score_text(score, self.threshold)}"
