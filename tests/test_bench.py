@@ -14,7 +14,7 @@ from smartfrz.bench import BENCH_TASKS, PolicySpec, ScheduledFreeze
 from smartfrz.bench.__main__ import main, training_tasks
 from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
 from smartfrz.bench.policies import Cadence, build_policy
-from smartfrz.bench.report import add_policies, merge_shards, paired
+from smartfrz.bench.report import add_policies, merge_shards, paired, targets
 from smartfrz.bench.tasks import held_out
 from smartfrz.predictor.checkpoint import save_checkpoint
 from smartfrz.predictor.labels import LabelRule
@@ -258,3 +258,19 @@ def test_added_policies_replace_theirs_only_when_the_none_runs_are_the_same(quic
 def test_merge_of_missing_results_is_a_clear_error(tmp_path, capsys):
     assert main(["--merge", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert "no bench results at" in _error(capsys)
+
+
+def test_targets_compare_a_cached_policy_with_freezeout_and_its_cached_schedule():
+    def row(policy, saved, delta):
+        return {
+            "policy": policy,
+            "scenario": "scratch",
+            "flops_saved_mean": saved,
+            "delta_points_mean": delta,
+            "wall_saved_mean": 0.0,
+        }
+
+    rows = [row("freezeout", 0.16, 0.0), row("freezeout+cache", 0.24, 0.0), row("smartfrz-backstop+cache", 0.22, 0.0)]
+    check = targets(rows, "smartfrz-backstop+cache")
+    assert check["beats_freezeout"] and not check["beats_freezeout_cache"] and "beats_autofreeze" not in check
+    assert targets(rows[:2], "smartfrz+cache") is None

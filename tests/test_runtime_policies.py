@@ -87,9 +87,9 @@ def _policy_run(policy: object, lrs: list[float], steps: int = 12, **freezer_kwa
 
 
 def test_smartfrz_backstop_freezes_no_later_than_freezeout() -> None:
-    """Layers that never settle still freeze on FreezeOut's schedule; settled ones freeze earlier than it."""
+    """Layers that never settle freeze on FreezeOut's steps, between stages too; settled ones freeze earlier."""
     moving = [0.1, 0.1, 0.1, 0.1]
-    alone = SmartFRZ(RelChangePredictor(window=4, k=16), 1, 1, total_steps=12, backstop=0.5)
+    alone = SmartFRZ(RelChangePredictor(window=4, k=16), 1, 5, total_steps=12, backstop=0.5)  # stages at 5, 10
     fixed = _policy_run(FreezeOut(total_steps=12, t0=0.5), moving)
     steps = [(e.step, e.block) for e in fixed.events.events]
     assert steps == [(6, 0), (8, 1), (10, 2)]
@@ -101,6 +101,10 @@ def test_smartfrz_backstop_freezes_no_later_than_freezeout() -> None:
     lines = [frozen.events.line(e) for e in frozen.events.events]
     assert "backstop" not in lines[0] and lines[2].endswith("by the backstop schedule")
     assert "by the backstop schedule" in str(frozen.summary())
+    waiting = SmartFRZ(RelChangePredictor(window=4, k=16), 2, 4, total_steps=12, backstop=0.9)
+    assert "or on FreezeOut's t0=0.9 schedule at the latest" in str(
+        _policy_run(waiting, [0.0, 0.0, 0.1, 0.1], 10).summary()
+    )
     with pytest.raises(ValueError, match="total_steps"):
         SmartFRZ(RelChangePredictor(), backstop=0.5)
     with pytest.raises(ValueError, match="t0"):

@@ -111,8 +111,8 @@ class SmartFRZ(Policy):
             self._loss_drop = loss_drop(self._first_loss, mean_loss)
 
     def is_stage(self, step: int) -> bool:
-        """Every ``stage_every`` steps."""
-        return step % self.stage_every == 0
+        """Every ``stage_every`` steps, and at each step where the backstop schedule moves."""
+        return step % self.stage_every == 0 or self.backstop_prefix(step) != self.backstop_prefix(step - 1)
 
     def _context(self, rows: list[int]) -> Tensor:
         """Context [n, C] of these recorder rows, the predictor's ``context_features`` in order (NaN = unknown)."""

@@ -139,7 +139,11 @@ class FreezerSummary(Mapping[str, Any]):
         ]
         lines += self._block_rows()
         if self.scores_step is not None and self.threshold is not None:
-            lines.append(f"  scores from step {self.scores_step}; a block freezes when P >= {self.threshold:.3f}")
+            backstop = self.policy.get("backstop")
+            latest = f", or on FreezeOut's t0={backstop:g} schedule at the latest" if backstop is not None else ""
+            lines.append(
+                f"  scores from step {self.scores_step}; a block freezes when P >= {self.threshold:.3f}{latest}"
+            )
         if self.window is not None:
             lines.append(f"  no scores yet: {self.window[0]} of {self.window[1]} snapshots of the first window")
         full, saved = self.flops.get("flops_full"), self.flops.get("flops_saved")
