@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from simulate_by_recipe import REGIMES, recipe_of, regime_of  # same folder: run as `python benchmarks/...`
 
+from smartfrz.cadence import freezeout_step
 from smartfrz.calibration.frontier_match import RuleMatch, aggregate_matches, match_schedule
 from smartfrz.calibration.probes import rule_schedule
 from smartfrz.predictor.labels import LabelRule
 from smartfrz.predictor.simulate import load_frontiers
-from smartfrz.runtime.policies import freezeout_step
 from smartfrz.traces import RunRecord, open_traces
 
 Schedule = Callable[[RunRecord], np.ndarray]

@@ -8,7 +8,8 @@ predictor columns use the test runs of `smartfrz fit`'s default grouped split, w
 probe-measured frontier instead, and listed with the share of it the predictor captures and every
 freeze that came before it, then summed up by lr regime (constant or decaying); ``--thresholds``
 also replays those runs at other thresholds than the
-predictor's own, to see what a threshold trades (net: savings at or after the frontier minus before it).
+predictor's own, to see what a threshold trades (net: savings at or after the frontier minus before it);
+``--backstop 0.5`` replays the Freezer's default, which freezes no block later than FreezeOut with that t0.
 
     python benchmarks/simulate_by_recipe.py traces/corpus/runs traces/default/traces.h5
     python benchmarks/simulate_by_recipe.py traces/default/traces.h5 --frontier predictor_data/frontier_default.json
@@ -151,6 +152,9 @@ def main() -> None:
     parser.add_argument(
         "--thresholds", type=float, nargs="+", default=None, help="with --frontier: also replay at these thresholds"
     )
+    parser.add_argument(
+        "--backstop", type=float, default=None, metavar="T0", help="replay the runtime's FreezeOut backstop too"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     predictor = load_predictor(args.predictor)
@@ -163,8 +167,10 @@ def main() -> None:
     probed = load_frontiers(args.frontier) if args.frontier else {}
     if args.thresholds and not probed:
         parser.error("--thresholds needs --frontier")
+    if args.thresholds and args.backstop is not None:
+        parser.error("--thresholds sweeps the predictor alone: leave out --backstop")
     probs = predict_windows(net, data)
-    runs = simulate(data, probs, predictor.threshold, frontiers=probed)
+    runs = simulate(data, probs, predictor.threshold, frontiers=probed, backstop=args.backstop)
     print(table(runs, recipes, set(data.run_id[split == "test"].tolist())))
     if probed:
         print("\n" + probed_table(runs, set(probed)))

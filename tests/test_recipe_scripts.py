@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from smartfrz.runtime.policies import freezeout_step
+from smartfrz.cadence import freezeout_step
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

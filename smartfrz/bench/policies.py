@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from smartfrz.cadence import FREEZEOUT_T0
 from smartfrz.runtime import AutoFreeze, FreezeOut, NoFreeze, Policy, SmartFRZ
-from smartfrz.runtime.policies import FREEZEOUT_T0
 
 BASE_POLICIES = ("none", "freezeout", "autofreeze", "smartfrz", "smartfrz-backstop")
 DEFAULT_POLICIES = (

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smartfrz.cadence import freezeout_step
 from smartfrz.predictor.dataset import RunLayout, WindowSet
 from smartfrz.predictor.labels import block_freeze_snapshots
 
@@ -79,14 +80,24 @@ def _grid(data: WindowSet, rows: np.ndarray, values: np.ndarray, n_t: int, n_l: 
     return out
 
 
+def backstop_snapshots(n_blocks: int, n_snapshots: int, t0: float) -> np.ndarray:
+    """Snapshot per block at which FreezeOut with ``t0`` has frozen it, snapshot t ending (t + 1) / T of training."""
+    return np.array([freezeout_step(b, n_blocks, t0, n_snapshots) - 1 for b in range(n_blocks)], dtype=np.int64)
+
+
 def simulate(
-    data: WindowSet, probs: np.ndarray, threshold: float, frontiers: Mapping[str, Sequence[int]] | None = None
+    data: WindowSet,
+    probs: np.ndarray,
+    threshold: float,
+    frontiers: Mapping[str, Sequence[int]] | None = None,
+    backstop: float | None = None,
 ) -> list[SimulatedRun]:
     """Replay every run of ``data`` with these probabilities against each run's frontier.
 
     The frontier of a run is ``frontiers[run_id]`` where given (probe-measured: `smartfrz probes
     frontier`), else the label rule's, from ``data.y``. A freeze counts as early when it comes before the
-    block's frontier snapshot (by any amount).
+    block's frontier snapshot (by any amount). With ``backstop`` (FreezeOut's t0), no block freezes later
+    than that schedule, as in the runtime's SmartFRZ policy.
     """
     out = []
     for rid in sorted(set(data.run_id.tolist())):
@@ -94,6 +105,8 @@ def simulate(
         lay = data.layouts[rid]
         n_t, n_l = lay.n_snapshots, len(lay.block)
         pred = _staircase(_grid(data, rows, probs[rows], n_t, n_l, np.nan), lay, threshold)
+        if backstop is not None:
+            pred = np.minimum(pred, backstop_snapshots(len(pred), n_t, backstop))
         if frontiers is not None and rid in frontiers:
             front = np.asarray(frontiers[rid], dtype=np.int64)
         else:

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim import Optimizer
 
 from smartfrz.blocks import Activation, Block, check_split, discover_blocks, layer_block_index, run_blocks
-from smartfrz.cadence import record_every_for
+from smartfrz.cadence import FREEZEOUT_T0, record_every_for
 from smartfrz.layers import find_layers
 from smartfrz.runtime import distributed
 from smartfrz.runtime.accounting import FlopAccount, measure_block_flops
@@ -33,7 +33,7 @@ from smartfrz.runtime.events import Echo, EventLog, FreezeEvent
 from smartfrz.runtime.gradflow import STARVED_HINT, starved
 from smartfrz.runtime.indices import host_indices
 from smartfrz.runtime.mechanism import base_optimizer, freeze_module
-from smartfrz.runtime.policies import FREEZEOUT_T0, NoFreeze, Policy, PolicyContext
+from smartfrz.runtime.policies import NoFreeze, Policy, PolicyContext
 from smartfrz.runtime.precision import Autocast
 from smartfrz.runtime.protocols import PredictorProtocol
 from smartfrz.runtime.smartfrz_policy import SmartFRZ

@@ -8,7 +8,6 @@ the step alone, so every rank knows when a decision is broadcast.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from smartfrz.cadence import FREEZEOUT_T0, freezeout_step
 from smartfrz.runtime.loss_meter import LossMeter
 
 
@@ -105,16 +105,6 @@ class NoFreeze(Policy):
     def decide(self, step: int, num_frozen: int) -> int:
         """Keep the prefix as it is."""
         return num_frozen
-
-
-FREEZEOUT_T0 = 0.5
-"""FreezeOut's default share of training before the first block freezes (Brock et al. 2017)."""
-
-
-def freezeout_step(block: int, num_freezable: int, t0: float, total_steps: int) -> int:
-    """The step from which FreezeOut freezes ``block`` (of ``num_freezable``): ``t0 + (1 - t0) * block / n``
-    of ``total_steps``, rounded up."""
-    return math.ceil((t0 + (1 - t0) * block / num_freezable) * total_steps)
 
 
 class FreezeOut(Policy):

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from smartfrz.runtime.policies import Policy, PolicyContext, freezeout_step, walk_prefix
+from smartfrz.cadence import freezeout_step
+from smartfrz.runtime.policies import Policy, PolicyContext, walk_prefix
 from smartfrz.runtime.protocols import IncrementalPredictorProtocol, PredictorProtocol
 from smartfrz.runtime.recorder import WeightRecorder
 from smartfrz.train_context import LEGACY_CONTEXT, loss_drop
