@@ -180,6 +180,16 @@ def test_seen_tasks_are_refused_without_the_flag(tmp_path, capsys):
     assert "trained the shipped predictor" in err and "pass --allow-seen-tasks" in err
 
 
+def test_the_backstop_policy_alone_loads_the_predictor(tmp_path):
+    """Every SmartFRZ variant runs the predictor, so naming only `smartfrz-backstop` must still load it."""
+    assert all(PolicySpec.parse(p).needs_predictor for p in ("smartfrz", "smartfrz-backstop+cache"))
+    assert not PolicySpec.parse("freezeout").needs_predictor
+    argv = ["--quick", "--policies", "none", "smartfrz-backstop", "--no-oracle", "--epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path), "--no-progress", "--no-plots"]) == 0
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert {r["policy"] for r in runs} == {"none", "smartfrz-backstop"}
+
+
 def test_none_is_required(tmp_path, capsys):
     assert main(["--quick", "--policies", "freezeout", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "'none' policy is required" in _error(capsys)

@@ -31,6 +31,11 @@ class PolicySpec:
     cache: bool
 
     @property
+    def needs_predictor(self) -> bool:
+        """Whether the policy is SmartFRZ (alone or with the backstop), which runs the loaded predictor."""
+        return self.base.startswith("smartfrz")
+
+    @property
     def name(self) -> str:
         """``base`` or ``base+cache``."""
         return self.base + (CACHE_SUFFIX if self.cache else "")

@@ -127,7 +127,7 @@ def make_config(args: argparse.Namespace) -> Any:
         tasks=tasks,
         seeds=list(args.seeds),
         policies=policies,
-        predictor=args.predictor if any(p.base == "smartfrz" for p in policies) else None,
+        predictor=args.predictor if any(p.needs_predictor for p in policies) else None,
         snapshots=args.snapshots or quick.get("snapshots", 40),
         autofreeze_stages=args.autofreeze_stages,
         oracle=not args.no_oracle,
