@@ -269,10 +269,13 @@ def test_simulator_replays_the_prefix_walk_against_a_known_frontier() -> None:
     (probed,) = simulate(data, probs.ravel(), 0.5, frontiers={"r": [1, 8]})
     assert probed.frontier == [1, 8] and probed.predicted == [2, 7]
     assert probed.early == [{"block": 1, "at": 0.8, "frontier": 0.9}]
-    # the runtime's backstop (FreezeOut t0=0.5 over 2 blocks: 50% and 75%, snapshots 4 and 7 of 10) caps each
+    # the runtime's backstop (FreezeOut t0=0.5 over 2 blocks: steps at 50% and 75% of training, so the
+    # snapshots ending 50% and 80%, 4 and 7 of 10) caps each, and the predictor extends its prefix at once
     assert simulate(data, np.zeros(n_t * 3), 0.5, backstop=0.5)[0].predicted == [4, 7]
     assert simulate(data, probs.ravel(), 0.5, backstop=0.5)[0].predicted == [2, 7]
-    assert simulate(data, probs2.ravel(), 0.5, backstop=0.5)[0].predicted == [4, 5]
+    only_second = np.zeros((n_t, 3))
+    only_second[1:, 1] = 0.9  # block 1 passes from snapshot 1, block 0 never: it follows the backstop's block 0
+    assert simulate(data, only_second.ravel(), 0.5, backstop=0.5)[0].predicted == [4, 4]
 
 
 def test_frontier_threshold_takes_the_most_net_savings_and_prefers_the_higher_of_near_ties() -> None:

@@ -98,6 +98,9 @@ def test_smartfrz_backstop_freezes_no_later_than_freezeout() -> None:
     frozen = _policy_run(early, lrs=[0.0, 0.0, 0.1, 0.1])
     events = frozen.events.events
     assert [(e.step, e.block) for e in events] == [(8, 0), (8, 1), (12, 2)]  # the predictor's two, then the backstop
+    after = SmartFRZ(RelChangePredictor(window=4, k=16), 2, 4, total_steps=12, backstop=0.5)
+    events = _policy_run(after, lrs=[0.1, 0.1, 0.0, 0.1]).events.events
+    assert [(e.step, e.block) for e in events] == [(6, 0), (8, 1), (8, 2)]  # block 2 right behind the backstop's 1
     lines = [frozen.events.line(e) for e in frozen.events.events]
     assert "backstop" not in lines[0] and lines[2].endswith("by the backstop schedule")
     assert "by the backstop schedule" in str(frozen.summary())

@@ -12,6 +12,7 @@ BASE_POLICIES = ("none", "freezeout", "autofreeze", "smartfrz", "smartfrz-backst
 DEFAULT_POLICIES = (
     "none",
     "freezeout",
+    "freezeout+cache",
     "autofreeze",
     "smartfrz",
     "smartfrz+cache",

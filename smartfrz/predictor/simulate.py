@@ -42,11 +42,14 @@ class SimulatedRun:
         return self.saved - 2.0 * self.early_saved
 
 
-def _staircase(scores: np.ndarray, layout: RunLayout, threshold: float) -> np.ndarray:
+def _staircase(
+    scores: np.ndarray, layout: RunLayout, threshold: float, backstop: np.ndarray | None = None
+) -> np.ndarray:
     """Freeze snapshot per block from P [T, L] (NaN where not judged yet), as the runtime walks the prefix.
 
-    At each stage t the prefix grows over every next block whose layers all score >= threshold now
-    (a layer-less block follows its predecessor); a frozen block never thaws.
+    At each stage t the prefix first takes every block the ``backstop`` snapshots (per block) have
+    reached, then grows over every next block whose layers all score >= threshold now (a layer-less
+    block follows its predecessor); a frozen block never thaws.
     """
     n_t = scores.shape[0]
     n_free = int(layout.block.max())  # the head (last block) never freezes
@@ -54,6 +57,9 @@ def _staircase(scores: np.ndarray, layout: RunLayout, threshold: float) -> np.nd
     out = np.full(n_free, n_t, dtype=np.int64)
     frozen = 0
     for t in range(n_t):
+        while backstop is not None and frozen < n_free and backstop[frozen] <= t:
+            out[frozen] = t
+            frozen += 1
         while frozen < n_free and ok[t, layout.block == frozen].all():
             out[frozen] = t
             frozen += 1
@@ -97,16 +103,16 @@ def simulate(
     The frontier of a run is ``frontiers[run_id]`` where given (probe-measured: `smartfrz probes
     frontier`), else the label rule's, from ``data.y``. A freeze counts as early when it comes before the
     block's frontier snapshot (by any amount). With ``backstop`` (FreezeOut's t0), no block freezes later
-    than that schedule, as in the runtime's SmartFRZ policy.
+    than the first snapshot at or after that schedule's step, as in the runtime's SmartFRZ policy (which
+    freezes at the step itself: the simulator can be up to one snapshot later).
     """
     out = []
     for rid in sorted(set(data.run_id.tolist())):
         rows = np.flatnonzero(data.run_id == rid)
         lay = data.layouts[rid]
         n_t, n_l = lay.n_snapshots, len(lay.block)
-        pred = _staircase(_grid(data, rows, probs[rows], n_t, n_l, np.nan), lay, threshold)
-        if backstop is not None:
-            pred = np.minimum(pred, backstop_snapshots(len(pred), n_t, backstop))
+        cap = None if backstop is None else backstop_snapshots(int(lay.block.max()), n_t, backstop)
+        pred = _staircase(_grid(data, rows, probs[rows], n_t, n_l, np.nan), lay, threshold, cap)
         if frontiers is not None and rid in frontiers:
             front = np.asarray(frontiers[rid], dtype=np.int64)
         else:

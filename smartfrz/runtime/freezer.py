@@ -437,7 +437,12 @@ class Freezer:
             raise ValueError(f"checkpoint blocks {state['blocks']} differ from this model's {names}")
         saved_policy = state["policy"]["describe"]
         if saved_policy != self.policy.describe():
-            raise ValueError(f"checkpoint policy {saved_policy} differs from this freezer's {self.policy.describe()}")
+            hint = ""
+            if "backstop" in self.policy.describe() and "backstop" not in saved_policy:
+                hint = " (the checkpoint ran without a backstop: resume with Freezer(..., backstop=None))"
+            raise ValueError(
+                f"checkpoint policy {saved_policy} differs from this freezer's {self.policy.describe()}{hint}"
+            )
         if state["num_frozen"] < self.num_frozen:
             raise ValueError("this freezer has already frozen more blocks than the checkpoint; load into a fresh one")
         if state["cache"] is not None:

@@ -34,8 +34,8 @@ class SmartFRZ(Policy):
     earlier block is frozen; the head never freezes. Only layers of blocks that may still freeze
     are recorded, so the cost shrinks as the prefix grows. With ``backstop`` (a FreezeOut ``t0``) and
     ``total_steps``, no block freezes later than FreezeOut's schedule would freeze it: the predictor can
-    only freeze earlier. Under a constant learning rate no weight signal placed the probe-measured
-    safe freeze times better than that schedule (README, Results), so it is the fallback there.
+    only freeze earlier. It applies under every learning-rate recipe; it matters most under a constant
+    rate, where no weight signal placed the probe-measured safe freeze times better (README, Results).
     """
 
     name = "smartfrz"
@@ -67,7 +67,9 @@ class SmartFRZ(Policy):
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if backstop is not None and not 0.0 < backstop <= 1.0:
             raise ValueError(f"backstop is FreezeOut's t0, a fraction of training in (0, 1]; got {backstop}")
-        if backstop is not None and not total_steps:
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        if backstop is not None and total_steps is None:
             raise ValueError("a backstop schedule is a share of training: give total_steps with it")
         self.seed = seed
         self.total_steps = total_steps
@@ -166,9 +168,9 @@ class SmartFRZ(Policy):
         """Extend the prefix over blocks whose layers the predictor all judges converged, or the backstop's."""
         assert self.ctx is not None
         self.block_scores = {}
-        backstop = self.backstop_prefix(step)
+        start = max(num_frozen, self.backstop_prefix(step))  # the predictor may extend the backstop's prefix
         if self.recorder is None or self.recorder.count < self.min_window or not self.recorder.active:
-            return max(num_frozen, backstop)
+            return walk_prefix(self.ctx, start, {})  # layer-less blocks still follow
         rows = self.recorder.active  # recorder rows == positions in self._judged
         probs = self._predict(rows)
         values = probs.tolist() if probs.shape == (len(rows),) else []
@@ -180,7 +182,7 @@ class SmartFRZ(Policy):
             if in_block:
                 self.block_scores[b] = min(in_block)
         converged = {i: p >= self.threshold for i, p in layer_prob.items()}
-        return max(walk_prefix(self.ctx, num_frozen, converged), backstop)
+        return walk_prefix(self.ctx, start, converged)
 
     def on_frozen(self, num_frozen: int) -> None:
         """Stop recording the layers of frozen blocks."""
@@ -223,5 +225,6 @@ class SmartFRZ(Policy):
             "threshold": self.threshold,
             "min_window": self.min_window,
             "seed": self.seed,
-            **({"backstop": self.backstop} if self.backstop is not None else {}),  # older checkpoints have none
+            # the schedule moves with the run's length; without a backstop neither is listed, as before it existed
+            **({"backstop": self.backstop, "total_steps": self.total_steps} if self.backstop is not None else {}),
         }
