@@ -225,6 +225,6 @@ class SmartFRZ(Policy):
             "threshold": self.threshold,
             "min_window": self.min_window,
             "seed": self.seed,
-            # the schedule moves with the run's length; without a backstop neither is listed, as before it existed
-            **({"backstop": self.backstop, "total_steps": self.total_steps} if self.backstop is not None else {}),
+            # not total_steps: a resumed run may plan another length, and the schedule follows the new plan
+            **({"backstop": self.backstop} if self.backstop is not None else {}),  # absent before backstops
         }
