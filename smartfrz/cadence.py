@@ -28,3 +28,8 @@ def freezeout_step(block: int, num_freezable: int, t0: float, total_steps: int) 
     """The step from which FreezeOut freezes ``block`` (of ``num_freezable``): ``t0 + (1 - t0) * block / n``
     of ``total_steps``, rounded up."""
     return math.ceil((t0 + (1 - t0) * block / num_freezable) * total_steps)
+
+
+def freezeout_prefix(step: int, num_freezable: int, t0: float, total_steps: int) -> int:
+    """How many leading blocks FreezeOut with ``t0`` has frozen by ``step``."""
+    return sum(step >= freezeout_step(b, num_freezable, t0, total_steps) for b in range(num_freezable))

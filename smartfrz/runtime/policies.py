@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from smartfrz.cadence import FREEZEOUT_T0, freezeout_step
+from smartfrz.cadence import FREEZEOUT_T0, freezeout_prefix
 from smartfrz.runtime.loss_meter import LossMeter
 
 
@@ -122,8 +122,7 @@ class FreezeOut(Policy):
 
     def _frozen_at(self, step: int) -> int:
         assert self.ctx is not None, "attach() first"
-        n = self.ctx.num_freezable
-        return sum(step >= freezeout_step(i, n, self.t0, self.total_steps) for i in range(n))
+        return freezeout_prefix(step, self.ctx.num_freezable, self.t0, self.total_steps)
 
     def is_stage(self, step: int) -> bool:
         """Steps where the schedule moves."""

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from smartfrz.cadence import freezeout_step
+from smartfrz.cadence import freezeout_prefix
 from smartfrz.runtime.policies import Policy, PolicyContext, walk_prefix
 from smartfrz.runtime.protocols import IncrementalPredictorProtocol, PredictorProtocol
 from smartfrz.runtime.recorder import WeightRecorder
@@ -157,12 +157,11 @@ class SmartFRZ(Policy):
         return self.predictor.predict_proba(windows).float().cpu()
 
     def backstop_prefix(self, step: int) -> int:
-        """Blocks the backstop schedule has frozen by ``step`` (0 without a backstop or ``total_steps``)."""
+        """Blocks the backstop schedule has frozen by ``step`` (0 without a backstop)."""
         assert self.ctx is not None
-        if self.backstop is None or not self.total_steps:
+        if self.backstop is None or self.total_steps is None:  # the constructor pairs them; mypy cannot see it
             return 0
-        n = self.ctx.num_freezable
-        return sum(step >= freezeout_step(b, n, self.backstop, self.total_steps) for b in range(n))
+        return freezeout_prefix(step, self.ctx.num_freezable, self.backstop, self.total_steps)
 
     def decide(self, step: int, num_frozen: int) -> int:
         """Extend the prefix over blocks whose layers the predictor all judges converged, or the backstop's."""
