@@ -121,6 +121,7 @@ def test_quick_runs_are_paired_and_consistent(quick_results):
         assert steps == sorted(steps) and all(1 <= s <= r["total_steps"] for s in steps)
         assert [e["block"] for e in r["events"]] == list(range(len(r["events"])))
         assert r["blocks_frozen"] == len(r["events"]) <= len(r["blocks"]) - 1
+        assert 0.0 <= r["policy_overhead_s"] <= r["freezer_overhead_s"] < r["train_time_s"]
         if r["policy"] == "none":
             assert r["flops_saved_fraction"] == 0.0 and not r["events"]
         if r["policy"].startswith("smartfrz"):  # threshold 0: every freezable block froze at the first stage
@@ -284,3 +285,6 @@ def test_targets_compare_a_cached_policy_with_freezeout_and_its_cached_schedule(
     check = targets(rows, "smartfrz-backstop+cache")
     assert check["beats_freezeout"] and not check["beats_freezeout_cache"] and "beats_autofreeze" not in check
     assert targets(rows[:2], "smartfrz+cache") is None
+    assert check["record_predict_share"] is None  # rows from runs that did not time the policy apart
+    rows[2]["policy_share_mean"] = 0.004
+    assert targets(rows, "smartfrz-backstop+cache")["record_predict_share"] == 0.004

@@ -91,6 +91,22 @@ def test_record_weights_reports_non_finite():
     _assert_record_matches([w, finite], _indices([w, finite], 64), None)
 
 
+def test_record_weights_huge_finite_weights_keep_exact_stats():
+    """Squares past float's range are still summed right, and a far-away maximum is found.
+
+    The CPU kernel sums squares in float first and falls back to an exact pass when that overflows:
+    (1e20) ** 2 overflows float32, the norm (about 1e20) does not.
+    """
+    w = torch.randn(5000)
+    w[1234], w[4999] = -1e20, 3.0
+    weights = [w, torch.randn(3000)]
+    _, stats = ops.record_weights(weights, torch.zeros(2, 4, dtype=torch.long))
+    assert torch.isfinite(stats[0, 0]) and stats[0, 2].item() == 0
+    assert stats[0, 0].item() == pytest.approx(1e20, rel=1e-6)
+    assert stats[0, 3].item() == pytest.approx(1e20, rel=1e-6)
+    _assert_record_matches(weights, _indices(weights, 64), None)
+
+
 def test_record_weights_is_deterministic_across_thread_counts():
     weights = _weights([(1 << 21,), (1000, 300)], [torch.float32, torch.bfloat16])
     idx = _indices(weights, 1024)

@@ -124,6 +124,22 @@ def test_freezer_gives_its_total_steps_to_a_smartfrz_policy_without_one() -> Non
         _policy_run(planned, [0.1] * 4, steps=2, total_steps=12)
 
 
+def test_freezer_backstop_auto_explicit_and_refused() -> None:
+    """"auto" backstops only a predictor with a known run length; a number where it cannot apply is refused."""
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    predictor = RelChangePredictor(window=4, k=16)
+    assert Freezer(model, opt, predictor, total_steps=12, verbose=False).policy.backstop == 0.5
+    assert Freezer(model, opt, predictor, verbose=False).policy.backstop is None  # no run length: no schedule
+    assert Freezer(model, opt, predictor, total_steps=12, backstop=0.8, verbose=False).policy.backstop == 0.8
+    assert Freezer(model, opt, predictor, total_steps=12, backstop=None, verbose=False).policy.backstop is None
+    with pytest.raises(ValueError, match="give total_steps"):
+        Freezer(model, opt, predictor, backstop=0.5)
+    with pytest.raises(ValueError, match=r"\['backstop'\] configure"):  # was silently ignored
+        Freezer(model, opt, SmartFRZ(predictor, 2, 4), total_steps=12, backstop=0.5)
+    Freezer(model, opt, FreezeOut(total_steps=12), backstop=None, verbose=False)  # None asks for nothing
+
+
 def test_autofreeze_uses_gradient_norm_change() -> None:
     """Blocks whose gradient norm changed least between intervals (at or below the percentile) freeze, as a prefix."""
     model = mlp(bn=False)

@@ -39,6 +39,8 @@ def test_summary_prints_a_table_and_keeps_the_dict_form(capsys: pytest.CaptureFi
     assert "    2  '2' frozen at step 7 (88% of training)" in text and "    3  '3' head, never freezes" in text
     assert f"FLOPs saved:  {100 * d['flops_saved_fraction']:.1f}%" in text
     assert f"hit rate {100 * d['cache']['hit_rate']:.1f}%" in text and "overhead:" in text
+    assert 0.0 <= d["policy_s"] <= d["overhead_s"]  # the policy's share: a part of the freezer's time
+    assert f"{d['policy_s']:.3f} s recording and prediction" in text
     assert repr(s) == text
 
 

@@ -8,7 +8,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <tuple>
+#include <type_traits>
 
 #include "../common.h"
 
@@ -29,33 +32,79 @@ struct Partial {
   double max_abs = 0.0;
 };
 
-constexpr int kLanes = 8;  // independent accumulators: the loop pipelines and vectorises, in a fixed order
+constexpr int kLanes = 16;  // independent accumulators: the loops pipeline and vectorise, in a fixed order
+constexpr int64_t kBlock = 64 * kLanes;  // elements summed in the weight's precision before a double flush
 
+// Exact pass: double accumulation with a finiteness test per element. Used when the fast pass sees a
+// non-finite value (or an overflow), so counting non-finite weights costs nothing in the common case.
 template <typename scalar_t>
-Partial reduce_chunk(const scalar_t* data, int64_t start, int64_t end) {
-  double sumsq[kLanes] = {};
-  double max_abs[kLanes] = {};
-  int64_t nonfinite[kLanes] = {};
+Partial reduce_chunk_exact(const scalar_t* p, int64_t len) {
+  Partial out;
+  for (int64_t i = 0; i < len; ++i) {
+    const double v = static_cast<double>(p[i]);
+    const bool finite = std::isfinite(v);
+    out.sumsq += v * v;
+    out.nonfinite += finite ? 0 : 1;
+    const double a = finite ? std::abs(v) : 0.0;
+    out.max_abs = a > out.max_abs ? a : out.max_abs;
+  }
+  return out;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(_WIN32)
+#define SMARTFRZ_MULTIVERSION __attribute__((target_clones("avx2", "default")))  // chosen at load time
+#else
+#define SMARTFRZ_MULTIVERSION
+#endif
+
+// |v| as an integer whose order is that of |v| for every non-NaN v (the IEEE bits without the sign),
+// so the running maximum is an integer max, which vectorises where a float max with NaN rules does not.
+template <typename acc_t>
+using bits_t = std::conditional_t<std::is_same_v<acc_t, double>, int64_t, int32_t>;
+
+template <typename acc_t>
+inline bits_t<acc_t> abs_bits(acc_t v) {
+  bits_t<acc_t> b;
+  std::memcpy(&b, &v, sizeof(b));
+  return b & std::numeric_limits<bits_t<acc_t>>::max();
+}
+
+// Fast pass: squares summed in float (double for double weights) over blocks of kBlock, each block's
+// lanes flushed into a double, and |v| maximised as integer bits; no branch in the loops, so they
+// vectorise. The order is fixed, so the result does not depend on the thread count.
+template <typename scalar_t>
+SMARTFRZ_MULTIVERSION Partial reduce_chunk(const scalar_t* data, int64_t start, int64_t end) {
+  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
   const int64_t len = end - start;
   const scalar_t* p = data + start;
-  auto visit = [&](int lane, double v) {
-    sumsq[lane] += v * v;
-    const bool finite = std::isfinite(v);
-    nonfinite[lane] += finite ? 0 : 1;
-    const double a = finite ? std::abs(v) : 0.0;
-    max_abs[lane] = a > max_abs[lane] ? a : max_abs[lane];
-  };
+  double sumsq = 0.0;
+  bits_t<acc_t> max_bits[kLanes] = {};
   int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes) {
-    for (int lane = 0; lane < kLanes; ++lane) visit(lane, static_cast<double>(p[i + lane]));
+  for (; i + kBlock <= len; i += kBlock) {
+    acc_t v[kBlock];
+    for (int64_t j = 0; j < kBlock; ++j) v[j] = static_cast<acc_t>(p[i + j]);
+    acc_t sq[kLanes] = {};
+    for (int64_t j = 0; j < kBlock; j += kLanes) {
+      for (int lane = 0; lane < kLanes; ++lane) sq[lane] += v[j + lane] * v[j + lane];
+    }
+    for (int64_t j = 0; j < kBlock; j += kLanes) {
+      for (int lane = 0; lane < kLanes; ++lane) max_bits[lane] = std::max(max_bits[lane], abs_bits(v[j + lane]));
+    }
+    for (int lane = 0; lane < kLanes; ++lane) sumsq += static_cast<double>(sq[lane]);
   }
-  for (int lane = 0; i < len; ++i, ++lane) visit(lane, static_cast<double>(p[i]));
+  for (; i < len; ++i) {
+    const acc_t v = static_cast<acc_t>(p[i]);
+    sumsq += static_cast<double>(v) * static_cast<double>(v);
+    max_bits[0] = std::max(max_bits[0], abs_bits(v));
+  }
+  if (!std::isfinite(sumsq)) return reduce_chunk_exact(p, len);  // inf/nan present, or a float overflow
+  bits_t<acc_t> top = 0;
+  for (int lane = 0; lane < kLanes; ++lane) top = std::max(top, max_bits[lane]);
+  acc_t max_abs;
+  std::memcpy(&max_abs, &top, sizeof(max_abs));
   Partial out;
-  for (int lane = 0; lane < kLanes; ++lane) {
-    out.sumsq += sumsq[lane];
-    out.nonfinite += nonfinite[lane];
-    out.max_abs = std::max(out.max_abs, max_abs[lane]);
-  }
+  out.sumsq = sumsq;
+  out.max_abs = static_cast<double>(max_abs);
   return out;
 }
 

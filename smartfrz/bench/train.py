@@ -44,6 +44,7 @@ class RunResult:
     val_size: int
     train_time_s: float
     freezer_overhead_s: float
+    policy_overhead_s: float  # the policy's part of it: recording and prediction
     flops_full: float | None
     flops_saved: float | None
     flops_saved_fraction: float | None
@@ -209,6 +210,7 @@ def train_run(
         val_size=len(y_val),
         train_time_s=elapsed,
         freezer_overhead_s=float(summary["overhead_s"]),
+        policy_overhead_s=float(summary["policy_s"]),
         flops_full=summary["flops_full"],
         flops_saved=summary["flops_saved"],
         flops_saved_fraction=summary["flops_saved_fraction"],

@@ -15,7 +15,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -69,15 +69,18 @@ def resolve_policy(
     threshold: float | None,
     seed: int,
     total_steps: int | None,
-    backstop: float | None = None,
+    backstop: float | None | Literal["auto"] = None,
 ) -> Policy:
     """A Policy from a policy, a predictor object, a predictor name/path, or None (never freeze).
 
-    A SmartFRZ policy built here from a predictor gets the ``backstop`` schedule when ``total_steps`` is known.
+    A SmartFRZ policy built here from a predictor gets the ``backstop`` schedule: ``"auto"`` is FreezeOut's
+    ``t0`` when ``total_steps`` is known and none otherwise; a number given where it cannot apply is refused.
     """
     options = {"record_every": record_every, "stage_every": stage_every, "window": window, "threshold": threshold}
     if isinstance(policy, Policy) or policy is None:
         given = [k for k, v in options.items() if v is not None]
+        if backstop not in (None, "auto"):
+            given.append("backstop")
         if given:
             raise ValueError(f"{given} configure the SmartFRZ predictor policy; set them on the policy you passed")
         if isinstance(policy, SmartFRZ) and total_steps is not None:
@@ -95,7 +98,10 @@ def resolve_policy(
     if record_every is None:
         record_every = record_every_for(total_steps) if total_steps else 10
     stage_every = stage_every if stage_every is not None else record_every
-    backstop = backstop if total_steps else None  # the schedule is a share of training
+    if backstop == "auto":
+        backstop = FREEZEOUT_T0 if total_steps else None  # the schedule is a share of training
+    elif backstop is not None and not total_steps:
+        raise ValueError(f"backstop={backstop} is a share of training: give total_steps too (or backstop=None)")
     return SmartFRZ(predictor, record_every, stage_every, window, threshold, seed, total_steps, backstop)
 
 
@@ -122,8 +128,10 @@ class Freezer:
             ``record_every``; the predictor's).
         total_steps: planned optimizer steps: the default recording cadence and the predictor's
             progress input (also given to a SmartFRZ policy passed without its own).
-        backstop: when ``policy`` is a predictor and ``total_steps`` is known, no block freezes later
-            than FreezeOut with this ``t0`` would freeze it (None: the predictor alone decides).
+        backstop: when ``policy`` is a predictor, no block freezes later than FreezeOut with this ``t0``
+            would freeze it; needs ``total_steps``. ``"auto"`` (the default): FreezeOut's ``t0`` = 0.5 when
+            ``total_steps`` is known, else none. None: the predictor alone decides. A SmartFRZ policy you
+            build yourself takes its own ``backstop``.
         cache: True or a :class:`CacheConfig` to serve the frozen prefix from an activation cache.
         deterministic_inputs: the user's promise that a sample's input to the prefix is the same
             every time (no random augmentation); required for the cache.
@@ -146,7 +154,7 @@ class Freezer:
         window: int | None = None,
         threshold: float | None = None,
         total_steps: int | None = None,
-        backstop: float | None = FREEZEOUT_T0,
+        backstop: float | None | Literal["auto"] = "auto",
         cache: CacheConfig | bool | None = None,
         deterministic_inputs: bool = False,
         seed: int = 0,
@@ -191,6 +199,7 @@ class Freezer:
         self.num_frozen = 0
         self.step_count = 0
         self.overhead_s = 0.0  # time spent in step(): recording, prediction, freezing
+        self.policy_s = 0.0  # of which the policy's own work: recording and prediction
         self._split_checked = False
         self._pending_batch = 0
         self._pending_hits = 0
@@ -329,16 +338,20 @@ class Freezer:
         if self._gradflow_checks:
             self._check_first_trainable()
         rank0 = distributed.is_rank0()
+        policy_start = time.perf_counter()
         if rank0:
             self.policy.observe(step, f)
         if self.policy.is_stage(step):
             target, scores = (self.policy.decide(step, f), dict(self.policy.block_scores)) if rank0 else (f, {})
+            self.policy_s += time.perf_counter() - policy_start
             if distributed.is_distributed():
                 target, scores = distributed.broadcast_decision(target, scores, len(self.blocks))
             target = min(max(target, f), len(self.blocks) - 1)
             self.last_scores, self.last_scores_step = scores, step
             if target > f:
                 self._freeze_to(target, step, scores)
+        else:
+            self.policy_s += time.perf_counter() - policy_start
         self.overhead_s += time.perf_counter() - start
 
     def add_loss(self, loss: Tensor | float) -> None:
@@ -408,6 +421,7 @@ class Freezer:
             flops=self.flops.summary(),
             cache=None if self.cache is None else self.cache.stats(),
             overhead_s=self.overhead_s,
+            policy_s=self.policy_s,
             scores={names[b]: v for b, v in self.last_scores.items() if b >= self.num_frozen},
             scores_step=self.last_scores_step if self.last_scores else None,
             threshold=self.events.threshold,
@@ -426,6 +440,7 @@ class Freezer:
             "events": self.events.state_dict(),
             "flops": self.flops.state_dict(),
             "overhead_s": self.overhead_s,
+            "policy_s": self.policy_s,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -456,3 +471,4 @@ class Freezer:
         self.flops.load_state_dict(state["flops"])
         self.step_count = int(state["step"])
         self.overhead_s = float(state["overhead_s"])
+        self.policy_s = float(state.get("policy_s", 0.0))  # absent in states saved before the split

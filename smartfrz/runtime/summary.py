@@ -63,6 +63,7 @@ class FreezerSummary(Mapping[str, Any]):
     flops: dict[str, float | None]
     cache: dict[str, float | int] | None
     overhead_s: float
+    policy_s: float = 0.0  # the part of overhead_s spent by the policy: recording and prediction
     scores: dict[str, float] = field(default_factory=dict)  # latest score of each unfrozen block, by name
     scores_step: int | None = None  # the step those scores were computed at
     threshold: float | None = None  # the score a block needs to freeze (SmartFRZ), when there is one
@@ -82,6 +83,7 @@ class FreezerSummary(Mapping[str, Any]):
             **self.flops,
             "cache": self.cache,
             "overhead_s": self.overhead_s,
+            "policy_s": self.policy_s,
             "scores": self.scores,
             "scores_step": self.scores_step,
             "threshold": self.threshold,
@@ -162,6 +164,10 @@ class FreezerSummary(Mapping[str, Any]):
             )
         per_step = f" ({1e3 * self.overhead_s / self.steps:.2f} ms/step)" if self.steps else ""
         lines.append(f"overhead:     {self.overhead_s:.3f} s in freezer.step(){per_step}")
+        lines.append(
+            f"              {self.policy_s:.3f} s recording and prediction, "
+            f"{max(0.0, self.overhead_s - self.policy_s):.3f} s freezing (and filling the cache)"
+        )
         return "\n".join(lines)
 
     __repr__ = __str__
