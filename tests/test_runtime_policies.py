@@ -125,7 +125,7 @@ def test_freezer_gives_its_total_steps_to_a_smartfrz_policy_without_one() -> Non
 
 
 def test_freezer_backstop_auto_explicit_and_refused() -> None:
-    """"auto" backstops only a predictor with a known run length; a number where it cannot apply is refused."""
+    """ "auto" backstops only a predictor with a known run length; a number where it cannot apply is refused."""
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     predictor = RelChangePredictor(window=4, k=16)

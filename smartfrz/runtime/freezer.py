@@ -69,7 +69,7 @@ def resolve_policy(
     threshold: float | None,
     seed: int,
     total_steps: int | None,
-    backstop: float | None | Literal["auto"] = None,
+    backstop: float | Literal["auto"] | None = None,
 ) -> Policy:
     """A Policy from a policy, a predictor object, a predictor name/path, or None (never freeze).
 
@@ -154,7 +154,7 @@ class Freezer:
         window: int | None = None,
         threshold: float | None = None,
         total_steps: int | None = None,
-        backstop: float | None | Literal["auto"] = "auto",
+        backstop: float | Literal["auto"] | None = "auto",
         cache: CacheConfig | bool | None = None,
         deterministic_inputs: bool = False,
         seed: int = 0,
