@@ -104,6 +104,11 @@ def test_smartfrz_backstop_freezes_no_later_than_freezeout() -> None:
     lines = [frozen.events.line(e) for e in frozen.events.events]
     assert "backstop" not in lines[0] and lines[2].endswith("by the backstop schedule")
     assert "by the backstop schedule" in str(frozen.summary())
+    unfilled = SmartFRZ(RelChangePredictor(window=8, k=16), 1, 4, total_steps=12, backstop=0.1)
+    first = _policy_run(unfilled, [0.0, 0.0, 0.1, 0.1], steps=2)  # the window is not full when it freezes
+    assert first.events.events[0].score is None and first.events.events[0].backstop
+    assert first.events.line(first.events.events[0]).endswith(", no score yet, by the backstop schedule")
+    assert "no score yet, by the backstop schedule" in str(first.summary())  # was "(smartfrz schedule)"
     waiting = SmartFRZ(RelChangePredictor(window=4, k=16), 2, 4, total_steps=12, backstop=0.9)
     assert "or on FreezeOut's t0=0.9 schedule at the latest" in str(
         _policy_run(waiting, [0.0, 0.0, 0.1, 0.1], 10).summary()

@@ -23,6 +23,7 @@ class FreezeEvent:
     name: str
     score: float | None
     policy: str
+    backstop: bool = False  # SmartFRZ's backstop schedule froze it, not the predictor
 
 
 def event_line(event: FreezeEvent, num_blocks: int, total_steps: int | None, threshold: float | None) -> str:
@@ -30,7 +31,10 @@ def event_line(event: FreezeEvent, num_blocks: int, total_steps: int | None, thr
 
     For example ``smartfrz: froze block 3/8 'layer2' at step 120 (30% of training), P=0.970 >= 0.924``.
     """
-    why = f", {freeze_text(event.score, threshold)}" if event.score is not None else f" ({event.policy} schedule)"
+    if event.score is not None or event.backstop:
+        why = f", {freeze_text(event.score, threshold, event.backstop)}"
+    else:
+        why = f" ({event.policy} schedule)"
     return (
         f"smartfrz: froze block {event.block + 1}/{num_blocks} {event.name!r} at step {event.step}"
         f"{percent_of(event.step, total_steps)}{why}"

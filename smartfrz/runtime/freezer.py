@@ -379,10 +379,14 @@ class Freezer:
         """Freeze blocks ``num_frozen..target-1`` (``step`` None: restoring a checkpoint, no events)."""
         old = self.num_frozen
         trainable = {id(p) for b in self.blocks[target:] for p in b.module.parameters()}
+        backstop = self.policy.backstop_prefix(step) if step is not None and isinstance(self.policy, SmartFRZ) else 0
         for b in range(old, target):
             freeze_module(self.blocks[b].module, [self.optimizer], trainable)
             if step is not None:
-                self.events.add(FreezeEvent(step, b, self.blocks[b].name, scores.get(b), self.policy.name))
+                score = scores.get(b)
+                # SmartFRZ only (backstop is 0 otherwise): the schedule froze what the predictor did not pass
+                by_backstop = b < backstop and not (score is not None and score >= self.policy.threshold)  # type: ignore[attr-defined]
+                self.events.add(FreezeEvent(step, b, self.blocks[b].name, score, self.policy.name, by_backstop))
         self.num_frozen = target
         self._gradflow_checks = GRADFLOW_CHECKS
         self.policy.on_frozen(target)

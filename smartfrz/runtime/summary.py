@@ -21,10 +21,13 @@ def score_text(score: float | None, threshold: float | None) -> str:
     return f"P={score:.3f} {'>=' if score >= threshold else '<'} {threshold:.3f}"
 
 
-def freeze_text(score: float | None, threshold: float | None) -> str:
-    """Why a block froze: its score, and ``by the backstop schedule`` when the score did not pass (SmartFRZ)."""
-    text = score_text(score, threshold)
-    if score is not None and threshold is not None and score < threshold:
+def freeze_text(score: float | None, threshold: float | None, backstop: bool = False) -> str:
+    """Why a block froze: its score, and ``by the backstop schedule`` when the backstop froze it (SmartFRZ).
+
+    Events saved before they carried ``backstop`` are inferred: a SmartFRZ score below the threshold.
+    """
+    text = score_text(score, threshold) if score is not None else "no score yet"
+    if backstop or (score is not None and threshold is not None and score < threshold):
         text += ", by the backstop schedule"
     return text
 
@@ -116,8 +119,8 @@ class FreezerSummary(Mapping[str, Any]):
                     if event is None
                     else f"frozen at step {event['step']}{percent_of(event['step'], self.total_steps)}"
                 )
-                if event is not None and event.get("score") is not None:
-                    state += f", {freeze_text(event['score'], self.threshold)}"
+                if event is not None and (event.get("score") is not None or event.get("backstop")):
+                    state += f", {freeze_text(event['score'], self.threshold, event.get('backstop', False))}"
             else:
                 score = self.scores.get(name)
                 state = f"training, {score_text(score, self.threshold)}"
