@@ -279,12 +279,17 @@ def test_targets_compare_a_cached_policy_with_freezeout_and_its_cached_schedule(
             "flops_saved_mean": saved,
             "delta_points_mean": delta,
             "wall_saved_mean": 0.0,
+            "delta_points_min": delta - 1.5,
         }
 
     rows = [row("freezeout", 0.16, 0.0), row("freezeout+cache", 0.24, 0.0), row("smartfrz-backstop+cache", 0.22, 0.0)]
     check = targets(rows, "smartfrz-backstop+cache")
     assert check["beats_freezeout"] and not check["beats_freezeout_cache"] and "beats_autofreeze" not in check
     assert targets(rows[:2], "smartfrz+cache") is None
+    assert not check["worst_seed_within_1_point"]  # one seed 1.5 points below its mean of 0
     assert check["record_predict_share"] is None  # rows from runs that did not time the policy apart
+    assert "share_of_oracle" not in check  # no oracle row
+    rows.append(row("oracle", 0.44, 0.0))
+    assert targets(rows, "smartfrz-backstop+cache")["share_of_oracle"] == pytest.approx(0.5)
     rows[2]["policy_share_mean"] = 0.004
     assert targets(rows, "smartfrz-backstop+cache")["record_predict_share"] == 0.004
