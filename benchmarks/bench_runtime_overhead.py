@@ -74,7 +74,8 @@ def _run(mode: str, args: argparse.Namespace, data: tuple[torch.Tensor, torch.Te
     if mode == "nofreeze":
         freezer = Freezer(model, opt, None)
     elif mode == "smartfrz":
-        freezer = Freezer(model, opt, predictor, total_steps=total, threshold=1.0)  # type: ignore[arg-type]
+        # threshold 1 and no backstop: nothing freezes, so every stage judges every layer (the worst case)
+        freezer = Freezer(model, opt, predictor, total_steps=total, threshold=1.0, backstop=None)  # type: ignore[arg-type]
     calls = {"observe": 0.0, "observe_n": 0, "decide": 0.0, "decide_n": 0}
     if freezer is not None:
         forward = freezer
@@ -88,7 +89,7 @@ def _run(mode: str, args: argparse.Namespace, data: tuple[torch.Tensor, torch.Te
                 torch.cuda.synchronize()
             start, cpu_start = time.perf_counter(), time.process_time()
             if freezer is not None:
-                freezer.overhead_s = 0.0
+                freezer.overhead_s = freezer.policy_s = 0.0
             calls.update({k: 0 for k in calls})
         idx = torch.randperm(x.shape[0], generator=gen)[: args.batch].to(device)  # distinct dataset indices
         loss = F.cross_entropy(forward(x[idx], idx), y[idx])

@@ -14,7 +14,7 @@ from smartfrz.bench import BENCH_TASKS, PolicySpec, ScheduledFreeze
 from smartfrz.bench.__main__ import main, training_tasks
 from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
 from smartfrz.bench.policies import Cadence, build_policy
-from smartfrz.bench.report import add_policies, merge_shards, paired, targets
+from smartfrz.bench.report import _timed_against, add_policies, merge_shards, paired, targets
 from smartfrz.bench.tasks import held_out
 from smartfrz.predictor.checkpoint import save_checkpoint
 from smartfrz.predictor.labels import LabelRule
@@ -293,3 +293,15 @@ def test_targets_compare_a_cached_policy_with_freezeout_and_its_cached_schedule(
     assert targets(rows, "smartfrz-backstop+cache")["share_of_oracle"] == pytest.approx(0.5)
     rows[2]["policy_share_mean"] = 0.004
     assert targets(rows, "smartfrz-backstop+cache")["record_predict_share"] == 0.004
+
+
+def test_policy_share_uses_the_measured_time_of_an_added_run():
+    """Rescaling an added run's training time to the base bench must not change its measured overhead share."""
+    none = {"task": "t", "seed": 0, "policy": "none", "val_acc": 0.9, "train_time_s": 50.0}
+    own_none = {**none, "train_time_s": 100.0}
+    run = {
+        **none, "policy": "smartfrz", "train_time_s": 100.0, "policy_overhead_s": 0.5,
+        "flops_saved_fraction": 0.2, "blocks_frozen": 1, "events": [], "total_steps": 10,
+    }  # fmt: skip
+    added = _timed_against(run, own_none, none)
+    assert added["train_time_s"] == 50.0 and paired(added, none)["policy_share"] == pytest.approx(0.005)

@@ -28,3 +28,14 @@ def test_freezeout_schedule_freezes_each_block_at_the_first_snapshot_past_its_st
     assert at.tolist() == [4, 6, 8]  # steps 50, 70, 90
     late = label_by_recipe.freezeout_schedule(1.0)(run)
     assert late.tolist() == [9, 9, 9]  # t0 = 1: every block at the last snapshot (step 100), none never
+
+
+def test_runtime_overhead_benchmark_measures_the_worst_case(monkeypatch, capsys):
+    """Its SmartFRZ mode must judge every layer at every stage: nothing may freeze (the backstop once froze it)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = importlib.import_module("bench_runtime_overhead")
+    argv = ["bench_runtime_overhead.py", "--steps", "8", "--warmup", "1", "--samples", "256", "--batch", "16"]
+    monkeypatch.setattr("sys.argv", [*argv, "--repeats", "1", "--device", "cpu"])
+    script.main()
+    out = capsys.readouterr().out
+    assert "blocks frozen per run: [0]" in out
