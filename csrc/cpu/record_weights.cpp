@@ -51,7 +51,7 @@ Partial reduce_chunk_exact(const scalar_t* p, int64_t len) {
   return out;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(_WIN32)
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__GLIBC__)  // ifunc: ELF with glibc
 #define SMARTFRZ_MULTIVERSION __attribute__((target_clones("avx2", "default")))  // chosen at load time
 #else
 #define SMARTFRZ_MULTIVERSION
