@@ -119,6 +119,15 @@ def test_smartfrz_backstop_freezes_no_later_than_freezeout() -> None:
         SmartFRZ(RelChangePredictor(), total_steps=12, backstop=1.5)
 
 
+def test_smartfrz_reuses_its_scores_at_a_stage_without_a_new_snapshot() -> None:
+    """Backstop stages between recordings see the same windows and context: the predictor is not asked again."""
+    predictor = RelChangePredictor(window=2, k=16)
+    policy = SmartFRZ(predictor, 4, 4, total_steps=20, backstop=0.5)  # records 4, 8, ...; backstop 10, 14, 17
+    freezer = _policy_run(policy, [0.1] * 4, steps=20)
+    assert [(e.step, e.block) for e in freezer.events.events] == [(10, 0), (14, 1), (17, 2)]
+    assert predictor.calls == 3  # steps 8, 12 and 16; stages 10, 14 and 17 reuse the latest (was 6 calls)
+
+
 def test_freezer_gives_its_total_steps_to_a_smartfrz_policy_without_one() -> None:
     """The progress input needs the run length: a SmartFRZ passed in without it takes the freezer's."""
     policy = SmartFRZ(RelChangePredictor(window=4, k=16), 2, 4)

@@ -86,6 +86,9 @@ class SmartFRZ(Policy):
         self.incremental = isinstance(predictor, IncrementalPredictorProtocol)
         self.recorder: WeightRecorder | None = None
         self._judged: list[int] = []  # layer indices (into ctx.layers) that the recorder tracks
+        # the latest P(converged) per layer and the snapshot count it was computed at: a stage with no new
+        # snapshot since (the backstop's steps fall between recordings) has the same windows and context
+        self._scored: tuple[int, dict[int, float]] = (-1, {})
 
     def attach(self, ctx: PolicyContext) -> None:
         """Build the recorder over the layers of the freezable blocks."""
@@ -170,18 +173,28 @@ class SmartFRZ(Policy):
         start = max(num_frozen, self.backstop_prefix(step))  # the predictor may extend the backstop's prefix
         if self.recorder is None or self.recorder.count < self.min_window or not self.recorder.active:
             return walk_prefix(self.ctx, start, {})  # layer-less blocks still follow
-        rows = self.recorder.active  # recorder rows == positions in self._judged
-        probs = self._predict(rows)
-        values = probs.tolist() if probs.shape == (len(rows),) else []
-        if len(values) != len(rows) or not all(map(math.isfinite, values)):
-            raise RuntimeError(f"predictor returned {tuple(probs.shape)} / non-finite values for {len(rows)} windows")
-        layer_prob = {self._judged[r]: p for r, p in zip(rows, values, strict=True)}
+        layer_prob = self._layer_probs()
         for b in range(num_frozen, self.ctx.num_freezable):
             in_block = [layer_prob[i] for i in self.ctx.layers_of(b) if i in layer_prob]
             if in_block:
                 self.block_scores[b] = min(in_block)
         converged = {i: p >= self.threshold for i, p in layer_prob.items()}
         return walk_prefix(self.ctx, start, converged)
+
+    def _layer_probs(self) -> dict[int, float]:
+        """P(converged) of each recorded layer (by index into ctx.layers), reused while no snapshot was added."""
+        assert self.recorder is not None
+        rows = self.recorder.active  # recorder rows == positions in self._judged
+        count, cached = self._scored
+        if count == self.recorder.count:
+            return {self._judged[r]: cached[self._judged[r]] for r in rows}
+        probs = self._predict(rows)
+        values = probs.tolist() if probs.shape == (len(rows),) else []
+        if len(values) != len(rows) or not all(map(math.isfinite, values)):
+            raise RuntimeError(f"predictor returned {tuple(probs.shape)} / non-finite values for {len(rows)} windows")
+        layer_prob = {self._judged[r]: p for r, p in zip(rows, values, strict=True)}
+        self._scored = (self.recorder.count, layer_prob)
+        return layer_prob
 
     def on_frozen(self, num_frozen: int) -> None:
         """Stop recording the layers of frozen blocks."""
@@ -207,6 +220,7 @@ class SmartFRZ(Policy):
         """Restore the recorder's windows and position and the context; k, window and seed must match."""
         if self.recorder is not None and state["recorder"] is not None:
             self.recorder.load_state_dict(state["recorder"])
+        self._scored = (-1, {})  # scores of the windows before the restore do not carry over
         context = state.get("context", {})  # absent in checkpoints from before the context inputs
         self._peak_lr = float(context.get("peak_lr", 0.0))
         self._lr_rel = float(context.get("lr_rel", 1.0))
