@@ -341,17 +341,17 @@ class Freezer:
         policy_start = time.perf_counter()
         if rank0:
             self.policy.observe(step, f)
-        if self.policy.is_stage(step):
+        stage = self.policy.is_stage(step)
+        if stage:
             target, scores = (self.policy.decide(step, f), dict(self.policy.block_scores)) if rank0 else (f, {})
-            self.policy_s += time.perf_counter() - policy_start
+        self.policy_s += time.perf_counter() - policy_start  # recording and prediction, not communication or freezing
+        if stage:
             if distributed.is_distributed():
                 target, scores = distributed.broadcast_decision(target, scores, len(self.blocks))
             target = min(max(target, f), len(self.blocks) - 1)
             self.last_scores, self.last_scores_step = scores, step
             if target > f:
                 self._freeze_to(target, step, scores)
-        else:
-            self.policy_s += time.perf_counter() - policy_start
         self.overhead_s += time.perf_counter() - start
 
     def add_loss(self, loss: Tensor | float) -> None:
