@@ -6,6 +6,8 @@ FreezeOut's freeze schedule serves the FreezeOut policy, the SmartFRZ backstop a
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 
 SNAPSHOTS_PER_RUN = 40  # weight snapshots over a planned run, as the shipped predictor was trained on
@@ -30,6 +32,12 @@ def freezeout_step(block: int, num_freezable: int, t0: float, total_steps: int) 
     return math.ceil((t0 + (1 - t0) * block / num_freezable) * total_steps)
 
 
+@functools.lru_cache(maxsize=64)
+def freezeout_steps(num_freezable: int, t0: float, total_steps: int) -> tuple[int, ...]:
+    """FreezeOut's freeze step of every block, non-decreasing; cached, as policies ask at every step."""
+    return tuple(freezeout_step(b, num_freezable, t0, total_steps) for b in range(num_freezable))
+
+
 def freezeout_prefix(step: int, num_freezable: int, t0: float, total_steps: int) -> int:
     """How many leading blocks FreezeOut with ``t0`` has frozen by ``step``."""
-    return sum(step >= freezeout_step(b, num_freezable, t0, total_steps) for b in range(num_freezable))
+    return bisect.bisect_right(freezeout_steps(num_freezable, t0, total_steps), step)

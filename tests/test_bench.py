@@ -16,6 +16,7 @@ from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
 from smartfrz.bench.policies import Cadence, build_policy
 from smartfrz.bench.report import _timed_against, add_policies, merge_shards, paired, targets
 from smartfrz.bench.tasks import held_out
+from smartfrz.cadence import record_every_for
 from smartfrz.predictor.checkpoint import save_checkpoint
 from smartfrz.predictor.labels import LabelRule
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
@@ -38,6 +39,12 @@ def test_bench_smartfrz_policies_know_the_run_length():
     assert plain.total_steps == 300 and plain.backstop is None
     backstop = build_policy(PolicySpec.parse("smartfrz-backstop"), 300, cadence, RelChangePredictor(), 0)
     assert backstop.total_steps == 300 and backstop.backstop == cadence.freezeout_t0
+
+
+def test_bench_records_at_the_fractions_the_traces_and_the_freezer_use():
+    """The bench's SmartFRZ cadence is the collector's and the Freezer's (276 steps: every 7, not every 6)."""
+    assert Cadence.for_run(276, 40, 10).record_every == record_every_for(276, 40) == 7
+    assert Cadence.for_run(92, 40, 10).record_every == 2 and Cadence.for_run(10, 40, 10).record_every == 1
 
 
 def test_policy_spec_parsing_and_errors():

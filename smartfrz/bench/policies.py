@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from smartfrz.cadence import FREEZEOUT_T0
+from smartfrz.cadence import FREEZEOUT_T0, record_every_for
 from smartfrz.runtime import AutoFreeze, FreezeOut, NoFreeze, Policy, SmartFRZ
 
 BASE_POLICIES = ("none", "freezeout", "autofreeze", "smartfrz", "smartfrz-backstop")
@@ -64,8 +64,9 @@ class Cadence:
 
     @staticmethod
     def for_run(total_steps: int, snapshots: int, autofreeze_stages: int) -> Cadence:
-        """SmartFRZ records ``snapshots`` times per run (its training cadence); AutoFreeze decides ``stages`` times."""
-        record = max(1, total_steps // snapshots)
+        """SmartFRZ records ``snapshots`` times per run, at the traces' fractions of training (the Freezer's rule,
+        :func:`smartfrz.cadence.record_every_for`); AutoFreeze decides ``stages`` times."""
+        record = record_every_for(total_steps, snapshots)
         return Cadence(record, record, max(1, total_steps // autofreeze_stages))
 
 
