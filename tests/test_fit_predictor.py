@@ -82,6 +82,20 @@ def test_fit_is_reproducible(fitted, traces, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_fit_with_ema_keeps_averaged_weights_and_records_the_decay(fitted, traces, tmp_path):
+    """--ema: a different (averaged) network from the same seed, the decay in the report; a bad decay is refused."""
+    out = tmp_path / "ema.pt"
+    args = ["fit", "--traces", str(traces), "--out", str(out), "--tau", "0.9", "--no-latency", *FIT_ARGS]
+    assert main([*args, "--ema", "0.9"]) == 0
+    a = torch.load(fitted, weights_only=True)["state_dict"]
+    b = torch.load(out, weights_only=True)["state_dict"]
+    assert torch.equal(a["projection"], b["projection"]) and torch.equal(a["token_mean"], b["token_mean"])
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads(out.with_name("ema.report.json").read_text())["train_config"]["ema_decay"] == 0.9
+    load_predictor(out)  # the averaged state loads into a plain network
+    assert main([*args, "--ema", "1.0"]) == 2
+
+
 def test_fit_ships_the_threshold_calibrated_on_probe_frontiers(traces, tmp_path):
     """--frontier: the shipped threshold is the sweep's pick on the probed runs; the card says so."""
     infos = open_traces(traces).list_runs()

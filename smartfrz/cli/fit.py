@@ -165,6 +165,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=_default(TRAIN, "max_batches_per_epoch"),
         help="batches per epoch at most",
     )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=_default(TRAIN, "ema_decay"),
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights with this per-batch decay (0: off)",
+    )
     p.add_argument("--seed", type=int, default=0, help="training and projection seed")
     p.add_argument("--no-latency", action="store_true", help="skip the 500-layer latency measurement")
     p.add_argument("--threads", type=positive, default=1, help="torch CPU threads (1 avoids spinning on shared cores)")
@@ -216,6 +223,7 @@ def fit_config(args: argparse.Namespace) -> Any:
             patience=args.patience,
             seed=args.seed,
             max_batches_per_epoch=args.max_batches,
+            ema_decay=args.ema,
         ),
     )
 

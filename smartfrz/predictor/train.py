@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from smartfrz.predictor.dataset import WindowSet
@@ -30,6 +31,12 @@ class TrainConfig:
     max_batches_per_epoch: int = 200
     progress_dropout: float = 0.3  # share of training windows shown without t/T, as when total_steps is unknown
     loss_dropout: float = 0.3  # share shown without the loss drop, as when the loss is not passed to the freezer
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (per batch)
+
+    def __post_init__(self) -> None:
+        """Reject an EMA decay outside [0, 1)."""
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and reports."""
@@ -80,7 +87,8 @@ def _val_score(net: AttentionPredictorNet, val: WindowSet, loss_fn: nn.Module) -
 
 
 def train_predictor(net: AttentionPredictorNet, train: WindowSet, val: WindowSet, cfg: TrainConfig) -> TrainResult:
-    """Train ``net`` in place; keep the weights of the epoch with the lowest validation loss.
+    """Train ``net`` in place; keep the weights (or, with ``ema_decay``, their moving average) of the epoch with
+    the lowest validation loss.
 
     Validation loss (class-weighted BCE) is a smoother early-stopping signal than PR-AUC on the few
     held-out runs a split leaves; PR-AUC is recorded per epoch in the history.
@@ -100,6 +108,14 @@ def train_predictor(net: AttentionPredictorNet, train: WindowSet, val: WindowSet
     y_train = torch.from_numpy(train.y).float()
     n_batches = min(cfg.max_batches_per_epoch, -(-len(train) // cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * n_batches)
+    # the averaged copy (when asked for) is what validation scores and what is kept: smoother across batches,
+    # and so less tied to the last few batches' families than the raw weights
+    ema = (
+        AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay > 0
+        else None
+    )
+    scored = net if ema is None else ema.module
     best_loss, best_state, best_epoch, best_ap = float("inf"), copy.deepcopy(net.state_dict()), 0, None
     history: list[dict[str, float]] = []
     bad = 0
@@ -119,13 +135,15 @@ def train_predictor(net: AttentionPredictorNet, train: WindowSet, val: WindowSet
             nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(net)
             total += loss.item() * len(rows)
-        val_loss, val_ap = _val_score(net, val, loss_fn)
+        val_loss, val_ap = _val_score(scored, val, loss_fn)
         history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "val_pr_auc": val_ap})
         bar.set_postfix(val_loss=f"{val_loss:.3f}", val_pr_auc=f"{val_ap:.3f}" if val_ap is not None else "-")
         if val_loss < best_loss:
             best_loss, best_epoch, best_ap, bad = val_loss, epoch, val_ap, 0
-            best_state = copy.deepcopy(net.state_dict())
+            best_state = copy.deepcopy(scored.state_dict())
         else:
             bad += 1
             if bad >= cfg.patience:
