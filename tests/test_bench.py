@@ -156,6 +156,9 @@ def test_quick_summary_is_computed_against_the_paired_none_run(quick_results):
             assert row["delta_points_mean"] == 0.0 and row["flops_saved_mean"] == 0.0 and row["wall_saved_mean"] == 0.0
     target = raw["summary"]["targets"][0]
     assert target["policy"] == "smartfrz-backstop+cache" and target["wall_saved_target"] == 0.25
+    main_row = next(r for r in raw["summary"]["rows"] if r["policy"] == target["policy"])
+    assert target["flops_saved_target"] == 0.25  # from scratch; fine-tuning's is 0.40
+    assert target["flops_saved_meets"] == (main_row["flops_saved_mean"] >= 0.25)
 
 
 def test_quick_oracle_probes_are_on_the_ladder_and_pick_the_first_within_tolerance(quick_results):
