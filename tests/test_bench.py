@@ -276,6 +276,29 @@ def test_added_policies_replace_theirs_only_when_the_none_runs_are_the_same(quic
         add_policies(raw, {**extra, "config": {**extra["config"], "seeds": [7]}})
 
 
+def test_added_policies_on_some_tasks_replace_only_those_tasks_runs(quick_results):
+    """A rerun of one task's SmartFRZ runs (same predictor) replaces that task's; another task keeps its own."""
+    import copy
+
+    _, raw = quick_results
+    base = copy.deepcopy({k: v for k, v in raw.items() if k != "summary"})
+    task = base["config"]["tasks"][0]
+    twin = [{**r, "task": r["task"].replace(task, "twin_task", 1)} for r in base["runs"]]
+    base["runs"] += twin
+    base["config"]["tasks"] = [task, "twin_task"]
+    extra = copy.deepcopy({k: v for k, v in raw.items() if k != "summary"})
+    extra["config"]["policies"] = ["none", "smartfrz"]
+    extra["runs"] = [{**r, "predictor_note": "rerun"} for r in extra["runs"] if r["policy"] in ("none", "smartfrz")]
+    merged = add_policies(base, extra)
+    notes = {(r["task"].split("@")[0], r.get("predictor_note")) for r in merged["runs"] if r["policy"] == "smartfrz"}
+    assert notes == {(task, "rerun"), ("twin_task", None)}
+    assert len(merged["runs"]) == len(base["runs"])
+    with pytest.raises(ValueError, match="predictor"):
+        add_policies(base, {**extra, "predictor": {"name": "another"}})
+    with pytest.raises(ValueError, match="tasks"):
+        add_policies(base, {**extra, "config": {**extra["config"], "tasks": ["unknown_task"]}})
+
+
 def test_merge_of_missing_results_is_a_clear_error(tmp_path, capsys):
     assert main(["--merge", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert "no bench results at" in _error(capsys)

@@ -167,21 +167,30 @@ def _timed_against(run: dict[str, Any], own_none: dict[str, Any], base_none: dic
 
 
 def add_policies(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with the policies ``extra`` ran (other than 'none') taken from ``extra`` instead.
+    """``base`` with the policies ``extra`` ran (other than 'none') taken from ``extra`` instead, on its tasks.
 
-    For trying a new predictor without re-running the other policies and the oracle: the two results
-    must cover the same tasks with the same pairing settings, and every seed's 'none' run must end
-    exactly alike (accuracy, steps, FLOPs), which shows both trained the same runs. Wall-clock savings
+    For trying a new predictor (or rerunning SmartFRZ after a change) without re-running the other policies
+    and the oracle: the two results must share the pairing settings, and every seed's 'none' run must end
+    exactly alike (accuracy, steps, FLOPs), which shows both trained the same runs. ``extra`` may cover only
+    some of ``base``'s tasks when it used the same predictor (a table must not mix two). Wall-clock savings
     of the added runs stay those measured against ``extra``'s own 'none' runs.
     """
     changed = [k for k in PAIRING_SETTINGS if base["config"].get(k) != extra["config"].get(k)]
-    changed += ["tasks"] if sorted(base["config"]["tasks"]) != sorted(extra["config"]["tasks"]) else []
+    tasks = set(extra["config"]["tasks"])
+    if not tasks <= set(base["config"]["tasks"]):
+        changed.append("tasks")
+    elif tasks != set(base["config"]["tasks"]) and extra.get("predictor") != base.get("predictor"):
+        changed.append("predictor (on a subset of the tasks)")
     if changed:
         raise ValueError(f"the added bench results ran with other settings: {changed}")
 
     def nones(raw: dict[str, Any]) -> dict[tuple[str, int], tuple[Any, ...]]:
         keys = ("val_acc", "total_steps", "flops_full")
-        return {(r["task"], r["seed"]): tuple(r[k] for k in keys) for r in raw["runs"] if r["policy"] == "none"}
+        return {
+            (r["task"], r["seed"]): tuple(r[k] for k in keys)
+            for r in raw["runs"]
+            if r["policy"] == "none" and r["task"].split("@")[0] in tasks
+        }
 
     ours, theirs = nones(base), nones(extra)
     unpaired = sorted(f"{t} seed {s}" for t, s in ours.keys() | theirs.keys() if ours.get((t, s)) != theirs.get((t, s)))
@@ -194,7 +203,7 @@ def add_policies(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged["predictor"] = extra.get("predictor")
     extra_none = {(r["task"], r["seed"]): r for r in extra["runs"] if r["policy"] == "none"}
     base_none = {(r["task"], r["seed"]): r for r in base["runs"] if r["policy"] == "none"}
-    merged["runs"] = [r for r in base["runs"] if r["policy"] not in added] + [
+    merged["runs"] = [r for r in base["runs"] if r["policy"] not in added or r["task"].split("@")[0] not in tasks] + [
         _timed_against(r, extra_none[r["task"], r["seed"]], base_none[r["task"], r["seed"]])
         for r in extra["runs"]
         if r["policy"] in added
