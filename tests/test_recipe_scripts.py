@@ -39,3 +39,21 @@ def test_runtime_overhead_benchmark_measures_the_worst_case(monkeypatch, capsys)
     script.main()
     out = capsys.readouterr().out
     assert "blocks frozen per run: [0]" in out
+
+
+def test_lofo_by_task_scores_each_task_of_the_held_out_family(monkeypatch, capsys, tmp_path):
+    """It trains without the family and prints a table: a header, a row per task with both classes, an 'all' row."""
+    from smartfrz.testing import write_synthetic_traces
+
+    traces = write_synthetic_traces(
+        tmp_path / "syn.h5", n_runs=8, families=("cnn", "mlp"), n_snapshots=24, n_layers=4, k=1024
+    )
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = importlib.import_module("lofo_by_task")
+    monkeypatch.setattr("sys.argv", ["lofo_by_task.py", str(traces), "--family", "cnn", "--epochs", "2"])
+    script.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| held-out task") and rows[-1].startswith("| all |")
+    for row in rows[1:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(0.0 <= float(c) <= 1.0 for c in cells[-2:])
