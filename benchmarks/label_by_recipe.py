@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from simulate_by_recipe import REGIMES, recipe_of, regime_of  # same folder: run as `python benchmarks/...`
 
-from smartfrz.cadence import freezeout_step
+from smartfrz.cadence import freezeout_steps
 from smartfrz.calibration.frontier_match import RuleMatch, aggregate_matches, match_schedule
 from smartfrz.calibration.probes import rule_schedule
 from smartfrz.predictor.labels import LabelRule
@@ -37,7 +37,7 @@ def freezeout_schedule(t0: float) -> Schedule:
     def schedule(run: RunRecord) -> np.ndarray:
         n = int(run.block.max())  # the head (last block) never freezes
         total = int(run.steps[-1])
-        return np.searchsorted(run.steps, [freezeout_step(b, n, t0, total) for b in range(n)])  # T = never
+        return np.searchsorted(run.steps, freezeout_steps(n, t0, total))  # T = never
 
     return schedule
 

@@ -1,7 +1,8 @@
 """Leave one family out, scored per task of the held-out family: where does the attention model lose?
 
-Trains the attention predictor (and ``gboost_ctx``, the strongest baseline) without ``--family`` exactly as
-``smartfrz fit --lofo`` does for that family, then reports ROC-AUC on the held-out windows of each of its
+Trains the attention predictor (and ``gboost_ctx``, the strongest baseline) without ``--family`` as
+``smartfrz fit --lofo`` does for that family, with the shipped predictor's label rule and context inputs
+(read from ``--predictor``), then reports ROC-AUC on the held-out windows of each of its
 tasks apart (the task is the run id's first ``-``-separated field, as the collector names runs). With the
 MobileNet family held out, its ImageNet fine-tuning runs and its from-scratch runs behave differently:
 
@@ -19,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from smartfrz.predictor.baselines import baseline_inputs, fit_baseline
 from smartfrz.predictor.dataset import load_windows
 from smartfrz.predictor.fit import FitConfig, _trace_samples, evaluate
-from smartfrz.predictor.labels import LabelRule
+from smartfrz.predictor.inference import load_predictor
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
 from smartfrz.predictor.split import holdout_family_split
 from smartfrz.predictor.train import TrainConfig, predict_windows
@@ -30,16 +31,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("traces", nargs="+", help="trace files or run folders, as for smartfrz fit")
     p.add_argument("--family", required=True, help="the family to hold out")
-    p.add_argument("--epochs", type=int, default=40, help="at most this many epochs (the shipped fit: 40)")
-    p.add_argument("--context", nargs="+", default=["progress", "lr_rel", "depth"], help="context inputs")
+    p.add_argument("--predictor", default="default", help="whose label rule and context to use")
+    p.add_argument("--epochs", type=int, default=40, help="at most this many epochs (README's fit: 40)")
+    p.add_argument("--patience", type=int, default=8, help="early stopping (README's fit: 8)")
+    p.add_argument("--max-batches", type=int, default=100, help="batches per epoch at most (README's fit: 100)")
     args = p.parse_args()
     torch.set_num_threads(1)
+    shipped = load_predictor(args.predictor)
     cfg = FitConfig(
         traces=list(args.traces),
-        label_rule=LabelRule("monotone", 0.999, 0.25, 0.25),  # the shipped label
-        model=ModelConfig(context=tuple(args.context)),
+        label_rule=shipped.label_rule,
+        model=ModelConfig(context=shipped.context_features),
         baselines=(),
-        train=TrainConfig(epochs=args.epochs, patience=8, max_batches_per_epoch=100),
+        train=TrainConfig(epochs=args.epochs, patience=args.patience, max_batches_per_epoch=args.max_batches),
     )
     model_cfg = cfg.model_config(*_trace_samples(cfg.traces))
     embed = AttentionPredictorNet(model_cfg).embed
@@ -50,7 +54,8 @@ def main() -> None:
     net = evaluate(data, split, cfg, model_cfg).net
     train, test = data.subset(split == "train"), data.subset(split == "test")
     p_att = predict_windows(net, test)
-    gboost = fit_baseline("gboost_ctx", baseline_inputs("gboost_ctx", train.features, train.context), train.y, 0)
+    gboost_inputs = baseline_inputs("gboost_ctx", train.features, train.context)
+    gboost = fit_baseline("gboost_ctx", gboost_inputs, train.y, cfg.train.seed)
     p_gb = gboost(baseline_inputs("gboost_ctx", test.features, test.context))
     tasks = np.array([r.split("-")[0] for r in test.run_id.tolist()])
     print("| held-out task | runs | windows | positive share | attention ROC-AUC | gboost_ctx ROC-AUC |")

@@ -14,7 +14,7 @@ from smartfrz.bench import BENCH_TASKS, PolicySpec, ScheduledFreeze
 from smartfrz.bench.__main__ import main, training_tasks
 from smartfrz.bench.oracle import candidate_schedules, schedule_from_cka
 from smartfrz.bench.policies import Cadence, build_policy
-from smartfrz.bench.report import _timed_against, add_policies, merge_shards, paired, targets
+from smartfrz.bench.report import _timed_against, add_policies, merge_shards, paired, summarise, targets
 from smartfrz.bench.tasks import held_out
 from smartfrz.cadence import record_every_for
 from smartfrz.predictor.checkpoint import save_checkpoint
@@ -277,24 +277,49 @@ def test_added_policies_replace_theirs_only_when_the_none_runs_are_the_same(quic
 
 
 def test_added_policies_on_some_tasks_replace_only_those_tasks_runs(quick_results):
-    """A rerun of one task's SmartFRZ runs (same predictor) replaces that task's; another task keeps its own."""
+    """A rerun of one task's SmartFRZ runs (same predictor, every recipe) replaces that task's; another task keeps
+    its own; a changed 'none' run, a policy the base lacks and another predictor are refused on a subset."""
     import copy
 
     _, raw = quick_results
     base = copy.deepcopy({k: v for k, v in raw.items() if k != "summary"})
     task = base["config"]["tasks"][0]
-    twin = [{**r, "task": r["task"].replace(task, "twin_task", 1)} for r in base["runs"]]
-    base["runs"] += twin
-    base["config"]["tasks"] = [task, "twin_task"]
-    extra = copy.deepcopy({k: v for k, v in raw.items() if k != "summary"})
+    twin = next(t.name for t in BENCH_TASKS if t.name != task)  # a second registered task, same runs
+    decayed = [{**r, "task": f"{r['task']}@cosine-wu0.05"} for r in base["runs"]]  # a second recipe's label
+    base["runs"] += decayed
+    base["runs"] += [{**r, "task": r["task"].replace(task, twin, 1)} for r in base["runs"]]
+    base["config"]["tasks"] = [task, twin]
+    extra = copy.deepcopy({k: v for k, v in base.items() if k != "summary"})
+    extra["config"]["tasks"] = [task]
     extra["config"]["policies"] = ["none", "smartfrz"]
-    extra["runs"] = [{**r, "predictor_note": "rerun"} for r in extra["runs"] if r["policy"] in ("none", "smartfrz")]
+    extra["runs"] = [
+        {**r, "predictor_note": "rerun"}
+        for r in extra["runs"]
+        if r["policy"] in ("none", "smartfrz") and r["task"].split("@")[0] == task
+    ]
     merged = add_policies(base, extra)
-    notes = {(r["task"].split("@")[0], r.get("predictor_note")) for r in merged["runs"] if r["policy"] == "smartfrz"}
-    assert notes == {(task, "rerun"), ("twin_task", None)}
-    assert len(merged["runs"]) == len(base["runs"])
+    notes = {(r["task"], r.get("predictor_note")) for r in merged["runs"] if r["policy"] == "smartfrz"}
+    assert notes == {
+        (task, "rerun"),
+        (f"{task}@cosine-wu0.05", "rerun"),
+        (twin, None),
+        (f"{twin}@cosine-wu0.05", None),
+    }
+    assert len(merged["runs"]) == len(base["runs"]) and merged["predictor"] == base["predictor"]
+    summarise(merged)  # every policy still has runs on every task
+    changed = copy.deepcopy(extra)
+    next(r for r in changed["runs"] if r["policy"] == "none" and "@" in r["task"])["val_acc"] += 0.01
+    with pytest.raises(ValueError, match="not paired"):
+        add_policies(base, changed)
     with pytest.raises(ValueError, match="predictor"):
         add_policies(base, {**extra, "predictor": {"name": "another"}})
+    without = {
+        **base,
+        "config": {**base["config"], "policies": [p for p in base["config"]["policies"] if p != "smartfrz"]},
+        "runs": [r for r in base["runs"] if r["policy"] != "smartfrz"],
+    }
+    with pytest.raises(ValueError, match="policies"):  # the twin would have no smartfrz runs
+        add_policies(without, extra)
     with pytest.raises(ValueError, match="tasks"):
         add_policies(base, {**extra, "config": {**extra["config"], "tasks": ["unknown_task"]}})
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from smartfrz.bench.policies import MAIN_POLICIES
+from smartfrz.bench.policies import MAIN_POLICIES, PolicySpec
 from smartfrz.zoo import get_task
 
 TARGET_FLOPS = {"finetune": 0.40, "scratch": 0.25}  # training FLOPs SmartFRZ+cache should save (issue 11)
@@ -172,15 +172,21 @@ def add_policies(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     For trying a new predictor (or rerunning SmartFRZ after a change) without re-running the other policies
     and the oracle: the two results must share the pairing settings, and every seed's 'none' run must end
     exactly alike (accuracy, steps, FLOPs), which shows both trained the same runs. ``extra`` may cover only
-    some of ``base``'s tasks when it used the same predictor (a table must not mix two). Wall-clock savings
-    of the added runs stay those measured against ``extra``'s own 'none' runs.
+    some of ``base``'s tasks, with policies ``base`` has and, for SmartFRZ ones, the same predictor (a table
+    must not mix two, nor leave a policy without runs on some task). Wall-clock savings of the added runs
+    stay those measured against ``extra``'s own 'none' runs.
     """
     changed = [k for k in PAIRING_SETTINGS if base["config"].get(k) != extra["config"].get(k)]
+    added = [p for p in extra["config"]["policies"] if p != "none"]
+    new_predictor = any(PolicySpec.parse(p).needs_predictor for p in added)
     tasks = set(extra["config"]["tasks"])
     if not tasks <= set(base["config"]["tasks"]):
         changed.append("tasks")
-    elif tasks != set(base["config"]["tasks"]) and extra.get("predictor") != base.get("predictor"):
-        changed.append("predictor (on a subset of the tasks)")
+    elif tasks != set(base["config"]["tasks"]):  # some of the tasks
+        if not set(added) <= set(base["config"]["policies"]):
+            changed.append("policies (new ones on a subset of the tasks)")
+        if new_predictor and extra.get("predictor") != base.get("predictor"):
+            changed.append("predictor (on a subset of the tasks)")
     if changed:
         raise ValueError(f"the added bench results ran with other settings: {changed}")
 
@@ -196,11 +202,11 @@ def add_policies(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     unpaired = sorted(f"{t} seed {s}" for t, s in ours.keys() | theirs.keys() if ours.get((t, s)) != theirs.get((t, s)))
     if unpaired:
         raise ValueError(f"the 'none' runs differ, so the results are not paired: {unpaired[:5]}")
-    added = [p for p in extra["config"]["policies"] if p != "none"]
     merged = {k: v for k, v in base.items() if k != "summary"}
     policies = [p for p in base["config"]["policies"] if p not in added] + added
-    merged["config"] = {**base["config"], "policies": policies, "predictor": extra["config"].get("predictor")}
-    merged["predictor"] = extra.get("predictor")
+    source = extra if new_predictor else base  # the predictor of the SmartFRZ rows the merged table shows
+    merged["config"] = {**base["config"], "policies": policies, "predictor": source["config"].get("predictor")}
+    merged["predictor"] = source.get("predictor")
     extra_none = {(r["task"], r["seed"]): r for r in extra["runs"] if r["policy"] == "none"}
     base_none = {(r["task"], r["seed"]): r for r in base["runs"] if r["policy"] == "none"}
     merged["runs"] = [r for r in base["runs"] if r["policy"] not in added or r["task"].split("@")[0] not in tasks] + [

@@ -95,9 +95,10 @@ def configure(p: argparse.ArgumentParser) -> None:
         nargs="+",
         type=Path,
         metavar="DIR",
-        help="with --merge: bench runs (shards, merged the same way) of other policies on the same tasks and "
-        "seeds, e.g. `--policies none smartfrz smartfrz+cache --predictor NEW`; their policies replace the "
-        "merged ones, and their 'none' runs must end exactly as the merged ones (the proof of pairing)",
+        help="with --merge: bench runs (shards, merged the same way) of other policies on the same seeds and on "
+        "all of the tasks or some of them, e.g. `--policies none smartfrz smartfrz+cache --predictor NEW`; their "
+        "policies replace the merged ones on their tasks, and their 'none' runs must end exactly as the merged "
+        "ones (the proof of pairing); on some of the tasks only, with policies and a predictor the merged ones have",
     )
     add_debug(p)
     p.set_defaults(func=run, hints=HINTS)

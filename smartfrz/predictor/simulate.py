@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smartfrz.cadence import freezeout_step
+from smartfrz.cadence import freezeout_steps
 from smartfrz.predictor.dataset import RunLayout, WindowSet
 from smartfrz.predictor.labels import block_freeze_snapshots
 
@@ -88,7 +88,7 @@ def _grid(data: WindowSet, rows: np.ndarray, values: np.ndarray, n_t: int, n_l: 
 
 def backstop_snapshots(n_blocks: int, n_snapshots: int, t0: float) -> np.ndarray:
     """Snapshot per block at which FreezeOut with ``t0`` has frozen it, snapshot t ending (t + 1) / T of training."""
-    return np.array([freezeout_step(b, n_blocks, t0, n_snapshots) - 1 for b in range(n_blocks)], dtype=np.int64)
+    return np.array(freezeout_steps(n_blocks, t0, n_snapshots), dtype=np.int64) - 1
 
 
 def simulate(
