@@ -119,6 +119,35 @@ def test_fit_ships_the_threshold_calibrated_on_probe_frontiers(traces, tmp_path)
     assert main([*args, "--frontier", str(front), *FIT_ARGS]) == 2  # no fitted run has a frontier: one clear line
 
 
+def test_fit_without_validation_tasks_says_why(traces, tmp_path, capsys):
+    """--group-by task with one task per family leaves no validation tasks: the error says where they come from."""
+    args = ["fit", "--traces", str(traces), "--out", str(tmp_path / "x.pt"), "--tau", "0.9", "--no-latency"]
+    assert main([*args, "--group-by", "task", *FIT_ARGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "val split is empty" in err and "families of 3 or more tasks" in err
+
+
+def test_lofo_errors_name_the_held_out_family(traces, monkeypatch):
+    """A fold that cannot be fitted names the family it left out."""
+    import smartfrz.predictor.fit as fit_module
+
+    real = fit_module.evaluate
+    calls = []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise ValueError("the val split is empty")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "evaluate", second_fails)
+    cfg = fit_module.FitConfig(traces=[str(traces)], label_rule=LabelRule(tau=0.9), lofo=True, baselines=())
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, window=8, embed_dim=16))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2, max_batches_per_epoch=2))
+    with pytest.raises(ValueError, match=r"leaving out cnn: the val split is empty"):
+        fit_module.run_fit(cfg)
+
+
 def test_fit_rejects_min_windows_longer_than_runs(traces, tmp_path, capsys):
     """Windows longer than a run are masked, but a layer must be judged within the run (24 snapshots)."""
     out = str(tmp_path / "x.pt")

@@ -112,7 +112,11 @@ def evaluate(data: WindowSet, split: np.ndarray, cfg: FitConfig, model_cfg: Mode
     train, val, test = parts["train"], parts["val"], parts["test"]
     for name, part in parts.items():
         if len(part) == 0:
-            raise ValueError(f"the {name} split is empty: give more runs or change --val-frac/--test-frac")
+            by_task = name == "val" and cfg.group_by == "task"
+            hint = " (with --group-by task, validation tasks come only from families of 3 or more tasks)"
+            raise ValueError(
+                f"the {name} split is empty: give more runs or change --val-frac/--test-frac{hint * by_task}"
+            )
     if not val.y.any() or val.y.all():
         raise ValueError("the validation split holds one class only; the threshold cannot be chosen")
     torch.manual_seed(cfg.train.seed)
@@ -165,9 +169,15 @@ def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
         if len(families) < 2:
             raise ValueError(f"leave-one-family-out needs >= 2 families, found {families}")
         for fam in families:
-            ev = evaluate(
-                data, holdout_family_split(data.group, data.family, fam, cfg.val_frac, cfg.train.seed), cfg, model_cfg
-            )
+            try:
+                ev = evaluate(
+                    data,
+                    holdout_family_split(data.group, data.family, fam, cfg.val_frac, cfg.train.seed),
+                    cfg,
+                    model_cfg,
+                )
+            except ValueError as err:  # say which fold
+                raise ValueError(f"leaving out {fam}: {err}") from err
             lofo[fam] = {
                 name: {**m["test"]["all"], "simulation": m["simulation"]["all"]} for name, m in ev.metrics.items()
             }
