@@ -54,9 +54,9 @@ def main() -> None:
     net = evaluate(data, split, cfg, model_cfg).net
     train, test = data.subset(split == "train"), data.subset(split == "test")
     p_att = predict_windows(net, test)
-    gboost_inputs = baseline_inputs("gboost_ctx", train.features, train.context)
+    gboost_inputs = baseline_inputs("gboost_ctx", train.features, train.context, model_cfg.context)
     gboost = fit_baseline("gboost_ctx", gboost_inputs, train.y, cfg.train.seed)
-    p_gb = gboost(baseline_inputs("gboost_ctx", test.features, test.context))
+    p_gb = gboost(baseline_inputs("gboost_ctx", test.features, test.context, model_cfg.context))
     tasks = np.array([r.split("-")[0] for r in test.run_id.tolist()])
     print("| held-out task | runs | windows | positive share | attention ROC-AUC | gboost_ctx ROC-AUC |")
     print("|---|---|---|---|---|---|")

@@ -18,6 +18,7 @@ from smartfrz.predictor import (
     label_curves,
     load_predictor,
 )
+from smartfrz.predictor.baselines import baseline_inputs
 from smartfrz.predictor.checkpoint import save_checkpoint
 from smartfrz.predictor.features import baseline_features
 from smartfrz.predictor.labels import block_freeze_snapshots, first_converged
@@ -241,6 +242,16 @@ def test_baseline_features_scale_free():
     f = baseline_features(x, 6)
     assert np.isnan(f[:5]).all() and np.isfinite(f[5:]).all()
     np.testing.assert_allclose(baseline_features(x * 123.0, 6)[5:], f[5:], rtol=1e-4, atol=1e-4)
+
+
+def test_gboost_ctx_sees_only_the_context_its_attention_model_sees():
+    """A model without the loss input is compared with trees that lack it too (the default: every context)."""
+    feats = np.arange(12, dtype=np.float32).reshape(3, 4)
+    context = np.arange(100, 112, dtype=np.float32).reshape(3, 4)  # CONTEXT_FEATURES columns
+    legacy = baseline_inputs("gboost_ctx", feats, context, ("progress", "lr_rel", "depth"))
+    assert legacy.shape == (3, 7) and np.array_equal(legacy[:, 4:], context[:, :3])
+    assert np.array_equal(baseline_inputs("gboost_ctx", feats, context), np.concatenate([feats, context], axis=1))
+    assert np.array_equal(baseline_inputs("gboost_ctx", feats, context, ("depth",))[:, 4], context[:, 2])
 
 
 def test_block_freeze_schedule_is_a_prefix_and_spares_the_head():

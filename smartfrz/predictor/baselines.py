@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -16,17 +16,23 @@ from smartfrz.train_context import CONTEXT_FEATURES
 BASELINES = ("logreg", "gboost", "progress_depth", "gboost_ctx")
 """logreg / gboost: the hand-made weight-window features only; progress_depth: a logistic regression on
 training progress t/T and depth fraction alone (a FreezeOut-like rule in two numbers); gboost_ctx: the weight
-features plus the context (smartfrz.train_context.CONTEXT_FEATURES)."""
+features plus the context inputs of the model it is compared with."""
 
 
-def baseline_inputs(name: str, features: np.ndarray, context: np.ndarray) -> np.ndarray:
-    """The input matrix baseline ``name`` sees, from weight features [N, F] and context [N, C] (CONTEXT_FEATURES)."""
+def baseline_inputs(
+    name: str, features: np.ndarray, context: np.ndarray, context_names: Sequence[str] = CONTEXT_FEATURES
+) -> np.ndarray:
+    """The input matrix baseline ``name`` sees, from weight features [N, F] and context [N, C] (CONTEXT_FEATURES).
+
+    ``gboost_ctx`` reads the ``context_names`` columns only: the context the attention model it is scored
+    against was given, so that neither sees an input the other lacks (the training loss's drop, say).
+    """
     if name in ("logreg", "gboost"):
         return features
     if name == "progress_depth":
         return context[:, [CONTEXT_FEATURES.index("progress"), CONTEXT_FEATURES.index("depth")]]
     if name == "gboost_ctx":
-        return np.concatenate([features, context], axis=1)
+        return np.concatenate([features, context[:, [CONTEXT_FEATURES.index(c) for c in context_names]]], axis=1)
     raise ValueError(f"unknown baseline {name!r}; choose one of {BASELINES}")
 
 

@@ -132,8 +132,9 @@ def evaluate(data: WindowSet, split: np.ndarray, cfg: FitConfig, model_cfg: Mode
             name = "attention_no_progress" if hidden == "progress" else "attention_no_loss"
             metrics[name] = _scored(name, val, p_val, test, p_test, cfg)[2]
     for name in cfg.baselines:
-        score = fit_baseline(name, baseline_inputs(name, train.features, train.context), train.y, cfg.train.seed)
-        p_val, p_test = (score(baseline_inputs(name, part.features, part.context)) for part in (val, test))
+        inputs = [baseline_inputs(name, p.features, p.context, model_cfg.context) for p in (train, val, test)]
+        score = fit_baseline(name, inputs[0], train.y, cfg.train.seed)
+        p_val, p_test = score(inputs[1]), score(inputs[2])
         metrics[name] = _scored(name, val, p_val, test, p_test, cfg)[2]
     sizes = {
         s: {"windows": len(p), "positives": int(p.y.sum()), "runs": len(set(p.run_id.tolist()))}
