@@ -18,10 +18,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from smartfrz.predictor.baselines import baseline_inputs, fit_baseline
-from smartfrz.predictor.dataset import load_windows
-from smartfrz.predictor.fit import FitConfig, _trace_samples, evaluate
+from smartfrz.predictor.fit import FitConfig, evaluate, fit_windows
 from smartfrz.predictor.inference import load_predictor
-from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig
+from smartfrz.predictor.model import ModelConfig
 from smartfrz.predictor.split import holdout_family_split
 from smartfrz.predictor.train import TrainConfig, predict_windows
 
@@ -45,11 +44,7 @@ def main() -> None:
         baselines=(),
         train=TrainConfig(epochs=args.epochs, patience=args.patience, max_batches_per_epoch=args.max_batches),
     )
-    model_cfg = cfg.model_config(*_trace_samples(cfg.traces))
-    embed = AttentionPredictorNet(model_cfg).embed
-    data = load_windows(
-        cfg.traces, model_cfg.window, cfg.label_rule, embed, model_cfg.k, min_window=model_cfg.min_window
-    )
+    data, model_cfg = fit_windows(cfg)
     split = holdout_family_split(data.group, data.family, args.family, cfg.val_frac, cfg.train.seed)
     net = evaluate(data, split, cfg, model_cfg).net
     train, test = data.subset(split == "train"), data.subset(split == "test")

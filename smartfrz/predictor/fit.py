@@ -143,19 +143,24 @@ def evaluate(data: WindowSet, split: np.ndarray, cfg: FitConfig, model_cfg: Mode
     return Evaluation(net, threshold, met, result, metrics, sizes)
 
 
-def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
-    """Fit on the grouped split (the shipped model) and, if asked, leave each family out in turn."""
+def fit_windows(cfg: FitConfig) -> tuple[WindowSet, ModelConfig]:
+    """The labelled, embedded windows of ``cfg.traces`` and the network config they were embedded for."""
     model_cfg = cfg.model_config(*_trace_samples(cfg.traces))
-    net = AttentionPredictorNet(model_cfg)
     data = load_windows(
         cfg.traces,
         model_cfg.window,
         cfg.label_rule,
-        net.embed,
+        AttentionPredictorNet(model_cfg).embed,
         model_cfg.k,
         group_by=cfg.group_by,
         min_window=model_cfg.min_window,
     )
+    return data, model_cfg
+
+
+def run_fit(cfg: FitConfig) -> tuple[Evaluation, dict[str, Any]]:
+    """Fit on the grouped split (the shipped model) and, if asked, leave each family out in turn."""
+    data, model_cfg = fit_windows(cfg)
     split = grouped_split(data.group, data.family, cfg.val_frac, cfg.test_frac, cfg.train.seed)
     frontiers = load_frontiers(cfg.frontier) if cfg.frontier else {}
     if frontiers:  # the threshold is calibrated on the probed runs: the model must not train on them
