@@ -3,7 +3,8 @@
 For each workload both versions run in the same process on the same inputs (checked to agree
 first), timed with torch.utils.benchmark (median of blocked runs, CUDA synchronised). The table
 gives plain/fused (above 1: the fused op is faster) and, on CUDA, the bandwidth the cache ops
-achieve next to a device-to-device copy of the same number of bytes.
+achieve next to a device-to-device copy of the same number of bytes. The predictor's forward is
+timed against its eager reference on the shipped predictor's sizes.
 
     python benchmarks/bench_ops.py --device cpu --quick
 """
@@ -20,6 +21,7 @@ from torch.utils.benchmark import Timer
 from tqdm import tqdm
 
 import smartfrz.ops as ops
+from smartfrz.ops import predictor as predictor_ref
 from smartfrz.ops import reference
 
 
@@ -201,6 +203,28 @@ def bench_cache(args: argparse.Namespace, device: str, min_time: float, gen) -> 
     return rows
 
 
+# ---- predictor_logits ---------------------------------------------------------------------------
+
+
+def bench_predictor(args: argparse.Namespace, device: str, min_time: float, gen) -> list[Row]:
+    """The fused predictor forward against the eager one (its reference), on the shipped predictor's sizes."""
+    from smartfrz.predictor import AttentionPredictorNet, ModelConfig
+
+    net = AttentionPredictorNet(ModelConfig()).eval().to(device)
+    params, heads = net.op_params(), net.cfg.heads
+    rows = []
+    for n in (14, 100) if args.quick else (14, 100, 500):
+        emb = torch.randn(n, net.cfg.window, net.cfg.embed_dim, generator=gen).cumsum(dim=1).to(device)
+        valid = torch.ones(n, net.cfg.window, dtype=torch.bool, device=device)
+        context = torch.rand(n, len(net.cfg.context), generator=gen).to(device)
+        fused_fn = lambda e=emb, v=valid, c=context: ops.predictor_logits(e, v, c, params, heads)  # noqa: E731
+        plain_fn = lambda e=emb, v=valid, c=context: predictor_ref.predictor_logits(e, v, c, params, heads)  # noqa: E731
+        torch.testing.assert_close(fused_fn(), plain_fn(), rtol=1e-4, atol=1e-4)
+        title = f"{n} windows (W={net.cfg.window}, D={net.cfg.embed_dim}, H={net.cfg.hidden}), vs the eager forward"
+        rows.append(Row("predictor_logits", title, median_ms(fused_fn, min_time), median_ms(plain_fn, min_time)))
+    return rows
+
+
 def gbs(nbytes: int, ms: float, device: str) -> float | None:
     """Achieved GB/s of moving nbytes (read + write) in ms, reported on CUDA only."""
     return nbytes / (ms * 1e6) if device == "cuda" else None
@@ -216,7 +240,7 @@ def print_table(rows: list[Row], device: str) -> None:
     for r in rows:
         line = f"| {r.op} | {r.case} | {r.fused_ms:.3f} | {r.plain_ms:.3f} | {r.plain_ms / r.fused_ms:.2f} |"
         if device == "cuda":
-            line += f" {r.fused_gbs:.0f} | {r.copy_gbs:.0f} |"
+            line += "".join(f" {'-' if v is None else f'{v:.0f}'} |" for v in (r.fused_gbs, r.copy_gbs))
         print(line)
 
 
@@ -230,7 +254,7 @@ def main() -> None:
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"smartfrz kernel benchmark on {where}, torch {torch.__version__}; backends: {backends}\n")
     rows = []
-    for bench in tqdm([bench_record, bench_cache], desc="benchmarks", leave=False):
+    for bench in tqdm([bench_record, bench_cache, bench_predictor], desc="benchmarks", leave=False):
         rows += bench(args, args.device, min_time, gen)
     print_table(rows, args.device)
 

@@ -1,5 +1,5 @@
 // Input validation shared by the CPU and CUDA kernels. Messages and exception types match
-// smartfrz/ops/reference.py: TORCH_CHECK_TYPE -> TypeError, TORCH_CHECK_VALUE -> ValueError,
+// smartfrz/ops/reference.py and smartfrz/ops/predictor.py: TORCH_CHECK_TYPE -> TypeError, TORCH_CHECK_VALUE -> ValueError,
 // TORCH_CHECK_INDEX -> IndexError.
 #pragma once
 
@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <vector>
+
+#include "predictor_math.h"
 
 namespace smartfrz {
 
@@ -114,6 +116,56 @@ inline std::vector<int64_t> gather_shape(const at::Tensor& cache, int64_t rows) 
   std::vector<int64_t> shape{rows};
   for (int64_t d = 1; d < cache.dim(); ++d) shape.push_back(cache.size(d));
   return shape;
+}
+
+// Validation of smartfrz::predictor_logits from shapes, dtypes and devices (smartfrz/ops/predictor.py
+// check_predictor_inputs); the suffix rule on `valid` is checked by each kernel on the data.
+inline PredictorDims check_predictor_inputs(const at::Tensor& emb, const at::Tensor& valid, const at::Tensor& context,
+                                            at::TensorList params, int64_t heads) {
+  const char* op = "smartfrz.predictor_logits";
+  TORCH_CHECK_TYPE(emb.scalar_type() == at::kFloat, op, ": emb must be float32, got ", emb.scalar_type());
+  TORCH_CHECK_VALUE(emb.dim() == 3 && emb.size(1) >= 2, op, ": emb must be [N, W>=2, D], got ", emb.sizes());
+  const int64_t n = emb.size(0), w = emb.size(1);
+  TORCH_CHECK_TYPE(valid.scalar_type() == at::kBool, op, ": valid must be bool, got ", valid.scalar_type());
+  TORCH_CHECK_VALUE(valid.dim() == 2 && valid.size(0) == n && valid.size(1) == w, op, ": valid must be [", n, ", ",
+                    w, "], got ", valid.sizes());
+  TORCH_CHECK_TYPE(context.scalar_type() == at::kFloat, op, ": context must be float32, got ", context.scalar_type());
+  TORCH_CHECK_VALUE(context.dim() == 2 && context.size(0) == n, op, ": context must be [", n, ", C], got ",
+                    context.sizes());
+  TORCH_CHECK_VALUE(static_cast<int64_t>(params.size()) == kPredictorParams, op, ": params must be the ",
+                    static_cast<int64_t>(kPredictorParams), " tensors of PREDICTOR_PARAMS, got ", params.size());
+  for (int64_t i = 0; i < kPredictorParams; ++i) {
+    TORCH_CHECK_TYPE(params[i].scalar_type() == at::kFloat, op, ": params[", i, "] must be float32, got ",
+                     params[i].scalar_type());
+  }
+  TORCH_CHECK_VALUE(valid.device() == emb.device() && context.device() == emb.device(), op,
+                    ": valid and context must be on emb's device ", emb.device());
+  for (int64_t i = 0; i < kPredictorParams; ++i) {
+    TORCH_CHECK_VALUE(params[i].device() == emb.device(), op, ": params[", i, "] is on ", params[i].device(), ", emb on ",
+                      emb.device());
+  }
+  TORCH_CHECK_VALUE(params[kToken0W].dim() == 2 && params[kHead0W].dim() == 2, op,
+                    ": params token.0.weight and head.0.weight must be 2-D");
+  const PredictorDims dims{w, emb.size(2), params[kToken0W].size(0), heads, params[kHead0W].size(0), context.size(1)};
+  TORCH_CHECK_VALUE(heads >= 1 && dims.hid % heads == 0, op, ": hidden=", dims.hid, " must be a multiple of heads=",
+                    heads, " >= 1");
+  const int64_t h = dims.hid, summary = kWindowFeatures + 2 * dims.c;
+  const std::vector<std::vector<int64_t>> shapes = {
+      {kTokenFeatures}, {kTokenFeatures}, {kWindowFeatures}, {kWindowFeatures}, {h, kTokenFeatures}, {h}, {h, h}, {h},
+      {w, h}, {h}, {h}, {h, h}, {h}, {h, h}, {h, h}, {h}, {h, h}, {h}, {dims.head_hidden, 2 * h + summary},
+      {dims.head_hidden}, {1, dims.head_hidden}, {1}, {1, summary}, {1}};
+  for (int64_t i = 0; i < kPredictorParams; ++i) {
+    TORCH_CHECK_VALUE(params[i].sizes() == at::IntArrayRef(shapes[i]), op, ": params[", i, "] (PREDICTOR_PARAMS order) must have shape ",
+                      at::IntArrayRef(shapes[i]), ", got ", params[i].sizes());
+  }
+  return dims;
+}
+
+// The tensors' data pointers in PREDICTOR_PARAMS order (they must outlive the kernel: the caller keeps them).
+inline PredictorParams predictor_param_ptrs(const std::vector<at::Tensor>& params) {
+  PredictorParams out{};
+  for (int64_t i = 0; i < kPredictorParams; ++i) out.p[i] = params[i].const_data_ptr<float>();
+  return out;
 }
 
 }  // namespace smartfrz

@@ -46,7 +46,7 @@ echo "== GPU tests (log: $LOGS/gpu_tests.log)"
 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ 2>&1 | tee "$LOGS/gpu_tests.log"
 gpu_rc=${PIPESTATUS[0]}
 echo "== CPU op tests against the same build (log: $LOGS/cpu_tests.log)"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py 2>&1 | tee "$LOGS/cpu_tests.log"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_ops_predictor.py 2>&1 | tee "$LOGS/cpu_tests.log"
 cpu_rc=${PIPESTATUS[0]}
 
 # Issue 13's GPU checks, each a named pytest selection (all are also part of `-m gpu` above).
@@ -73,7 +73,8 @@ if [ "$SANITIZE" = "1" ] && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck initcheck; do
     echo "== compute-sanitizer $tool (log: $LOGS/sanitizer_$tool.log)"
     compute-sanitizer --tool "$tool" --error-exitcode 9 "$PY" -m pytest -q -p no:cacheprovider -m gpu \
-      tests/test_ops_cuda.py tests/test_ops_int8_edges.py -k "errors or misaligned or check_false or mixed or bit_for_bit" \
+      tests/test_ops_cuda.py tests/test_ops_int8_edges.py tests/test_ops_predictor.py \
+      -k "errors or misaligned or check_false or mixed or bit_for_bit or predictor_logits_cuda" \
       >"$LOGS/sanitizer_$tool.log" 2>&1
     rc=$?
     tail -3 "$LOGS/sanitizer_$tool.log"
@@ -123,7 +124,7 @@ echo "| step | result |"
 echo "|---|---|"
 echo "| build (sm_${TORCH_CUDA_ARCH_LIST//./}) | ok in ${build_s} s |"
 echo "| GPU tests (pytest -m gpu) | $(summary "$LOGS/gpu_tests.log") (exit $gpu_rc) |"
-echo "| CPU op tests (tests/test_ops.py) | $(summary "$LOGS/cpu_tests.log") (exit $cpu_rc) |"
+echo "| CPU op tests (tests/test_ops.py, tests/test_ops_predictor.py) | $(summary "$LOGS/cpu_tests.log") (exit $cpu_rc) |"
 for tool in memcheck racecheck initcheck; do echo "| compute-sanitizer $tool | ${SAN[$tool]} |"; done
 for name in int8_edge_rows pinned_lifetime large_2_31 compile_pinned_fullgraph sync_debug_all_hit; do
   echo "| $name | ${CHECK_RESULT[$name]} |"

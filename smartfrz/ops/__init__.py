@@ -1,4 +1,4 @@
-"""The smartfrz native ops: fused weight recording and the frozen-activation cache.
+"""The smartfrz native ops: fused weight recording, the frozen-activation cache and the predictor's forward.
 
 Each op has a CPU kernel, a CUDA kernel (when built with CUDA) and a pure-PyTorch reference
 (:mod:`smartfrz.ops.reference`) that defines its semantics. :func:`backends` says which one
@@ -12,17 +12,19 @@ from collections.abc import Sequence
 import torch
 
 from smartfrz.ops._loader import load as _load
-from smartfrz.ops._schemas import CACHE_DTYPES, FLOAT_DTYPES, STAT_NAMES
+from smartfrz.ops._schemas import CACHE_DTYPES, FLOAT_DTYPES, PREDICTOR_PARAMS, STAT_NAMES
 
 _BACKENDS = _load()
 
 __all__ = [
     "CACHE_DTYPES",
     "FLOAT_DTYPES",
+    "PREDICTOR_PARAMS",
     "STAT_NAMES",
     "backends",
     "cache_gather",
     "cache_store",
+    "predictor_logits",
     "record_weights",
 ]
 
@@ -80,3 +82,21 @@ def cache_gather(
     (no device sync): out-of-range rows then read as zeros.
     """
     return torch.ops.smartfrz.cache_gather(cache, scales, valid, idx, dtype, check)
+
+
+def predictor_logits(
+    emb: torch.Tensor, valid: torch.Tensor, context: torch.Tensor, params: Sequence[torch.Tensor], heads: int
+) -> torch.Tensor:
+    """The attention freeze predictor's logits for N windows in one fused call (inference: no autograd).
+
+    Args:
+        emb: ``[N, W, D]`` float32 embedded snapshots, oldest first.
+        valid: ``[N, W]`` bool, each row a suffix of True (short windows are left-padded).
+        context: ``[N, C]`` float32 context inputs, NaN where unknown (C may be 0).
+        params: the network's tensors in the order of :data:`PREDICTOR_PARAMS`, float32, on emb's device.
+        heads: attention heads (the hidden size must be a multiple).
+
+    Returns:
+        ``[N]`` float32 logits; equal, up to float rounding, to ``smartfrz.ops.predictor.attention_logits``.
+    """
+    return torch.ops.smartfrz.predictor_logits(emb, valid, context, list(params), heads)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from smartfrz.ops import reference
+from smartfrz.ops import predictor, reference
 from smartfrz.ops._schemas import STAT_NAMES
 
 
@@ -46,8 +46,17 @@ def cache_gather_fake(
     return idx.new_empty((idx.shape[0], *cache.shape[1:]), dtype=dtype)
 
 
+def predictor_logits_fake(
+    emb: torch.Tensor, valid: torch.Tensor, context: torch.Tensor, params: Sequence[torch.Tensor], heads: int
+) -> torch.Tensor:
+    """Logits [N] float32 on emb's device (the suffix check on valid needs data: the real kernels do it)."""
+    predictor.check_predictor_inputs(emb, valid, context, params, heads)
+    return emb.new_empty((emb.shape[0],), dtype=torch.float32)
+
+
 FAKE_KERNELS = {
     "record_weights": record_weights_fake,
     "cache_store": cache_store_fake,
     "cache_gather": cache_gather_fake,
+    "predictor_logits": predictor_logits_fake,
 }

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from smartfrz.ops import reference
+from smartfrz.ops import predictor, reference
 from smartfrz.ops._fake import FAKE_KERNELS
 from smartfrz.ops._schemas import NAMESPACE, SCHEMAS
 
@@ -24,6 +24,7 @@ _REFERENCE_KERNELS = {
     "record_weights": reference.record_weights,
     "cache_store": reference.cache_store,
     "cache_gather": reference.cache_gather,
+    "predictor_logits": predictor.predictor_logits,
 }
 
 

@@ -18,7 +18,39 @@ SCHEMAS: dict[str, str] = {
         "cache_gather(Tensor cache, Tensor scales, Tensor valid, Tensor idx, ScalarType dtype, "
         "bool check=True) -> Tensor"
     ),
+    "predictor_logits": (
+        "predictor_logits(Tensor emb, Tensor valid, Tensor context, Tensor[] params, int heads) -> Tensor"
+    ),
 }
+
+#: The parameters of ``predictor_logits``, in order: the attention predictor's state-dict names
+#: (csrc/predictor_math.h reads them by these positions).
+PREDICTOR_PARAMS = (
+    "token_mean",
+    "token_std",
+    "window_mean",
+    "window_std",
+    "token.0.weight",
+    "token.0.bias",
+    "token.2.weight",
+    "token.2.bias",
+    "time",
+    "norm.weight",
+    "norm.bias",
+    "q.weight",
+    "q.bias",
+    "k.weight",
+    "v.weight",
+    "v.bias",
+    "out.weight",
+    "out.bias",
+    "head.0.weight",
+    "head.0.bias",
+    "head.3.weight",
+    "head.3.bias",
+    "skip.weight",
+    "skip.bias",
+)
 
 #: Columns of the per-layer statistics returned by ``record_weights`` (owned by the trace schema).
 STAT_NAMES = WEIGHT_STAT_NAMES

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from smartfrz import ops
+from smartfrz.ops.predictor import full_mask
 from smartfrz.predictor.checkpoint import PredictorLoadError, load_checkpoint
 from smartfrz.predictor.labels import LabelRule
 from smartfrz.predictor.model import AttentionPredictorNet
@@ -40,7 +42,9 @@ class FreezePredictor:
     """A trained predictor with its decision threshold; inference only (no grad, eval mode).
 
     Two equivalent paths: ``predict_proba(windows [N, W, K])``, or the incremental one the runtime
-    uses, ``embed_snapshots`` once per recorded snapshot then ``predict_from_embeddings``.
+    uses, ``embed_snapshots`` once per recorded snapshot then ``predict_from_embeddings``. Both run the
+    network through the fused op ``smartfrz::predictor_logits`` (one native call instead of ~200
+    small PyTorch ops), the eval-mode forward of ``AttentionPredictorNet`` up to float rounding.
     """
 
     def __init__(self, net: AttentionPredictorNet, threshold: float, label_rule: LabelRule, meta: dict[str, Any]):
@@ -115,11 +119,10 @@ class FreezePredictor:
         if emb.shape[0] == 0:
             return emb.new_zeros(0, dtype=torch.float32)
         dev = self.device
-        logits = self.net.forward_embedded(
-            emb.to(dev, torch.float32),
-            None if context is None else context.to(dev, torch.float32),
-            None if valid is None else valid.to(dev),
-        )
+        emb_f = emb.to(dev, torch.float32)
+        valid_d = full_mask(emb_f) if valid is None else valid.to(dev)
+        context_f = self.net.context_tensor(None if context is None else context.to(dev, torch.float32), emb_f)
+        logits = ops.predictor_logits(emb_f, valid_d, context_f, self.net.op_params(), self.net.cfg.heads)
         return torch.sigmoid(logits).to(emb.device)
 
     @torch.no_grad()
