@@ -67,19 +67,30 @@ struct PredictorDims {
 // Floats of scratch one window needs.
 SMARTFRZ_HD inline int64_t predictor_scratch_floats(const PredictorDims& s) {
   const int64_t summary = kWindowFeatures + 2 * s.c;
-  return s.w * s.w + 8 * s.w + s.w * kTokenFeatures + s.w * s.hid + s.hid + 2 * s.heads * s.hid + s.heads * s.w +
+  return s.w * s.w + 8 * s.w + s.w * s.d + s.w * kTokenFeatures + s.w * s.hid + s.hid + 2 * s.heads * s.hid + s.heads * s.w +
          3 * s.hid + summary + 2 * s.hid + summary + s.head_hidden;
 }
 
 SMARTFRZ_HD inline float log_ratio(float num, float den) { return logf(fmaxf(num / (den + kTiny), kLogFloor)) / 10.0f; }
 
+// a . b over n floats, in kDotLanes independent partial sums (a fixed order, so the compiler may
+// vectorise the lanes without reassociating anything) added up at the end, then the tail.
+constexpr int kDotLanes = 8;
+SMARTFRZ_HD inline float dot(const float* a, const float* b, int64_t n) {
+  float lane[kDotLanes] = {};
+  int64_t i = 0;
+  for (; i + kDotLanes <= n; i += kDotLanes) {
+    for (int l = 0; l < kDotLanes; ++l) lane[l] += a[i + l] * b[i + l];
+  }
+  float acc = 0.0f;
+  for (int l = 0; l < kDotLanes; ++l) acc += lane[l];
+  for (; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
 // y[o] = b[o] + sum_i W[o, i] x[i] for W [out, in] row-major (torch's Linear layout).
 SMARTFRZ_HD inline void linear(const float* w, const float* b, const float* x, int64_t in, int64_t out, float* y) {
-  for (int64_t o = 0; o < out; ++o) {
-    float acc = 0.0f;
-    for (int64_t i = 0; i < in; ++i) acc += w[o * in + i] * x[i];
-    y[o] = acc + (b != nullptr ? b[o] : 0.0f);
-  }
+  for (int64_t o = 0; o < out; ++o) y[o] = dot(w + o * in, x, in) + b[o];
 }
 
 // Scale-free tokens [W, 5] and window features [9] of one window (model docs: window_features).
@@ -100,18 +111,14 @@ SMARTFRZ_HD inline void window_features_one(const float* emb, const bool* valid,
   float* pos_c = log_step + w;
   float* along = pos_c + w;
   float* rank = along + w;
-  float ref = 0.0f;
-  for (int64_t k = 0; k < d; ++k) ref += latest[k] * latest[k];
-  ref = sqrtf(ref);
+  float* diff = rank + w;  // [W, D] d_t, padded positions as the first real snapshot
+  const float ref = sqrtf(dot(latest, latest, d));
   for (int64_t a = 0; a < w; ++a) {
     const float* ea = emb + (valid[a] ? a : first) * d;
-    for (int64_t b = 0; b <= a; ++b) {
-      const float* eb = emb + (valid[b] ? b : first) * d;
-      float acc = 0.0f;
-      for (int64_t k = 0; k < d; ++k) acc += (ea[k] - latest[k]) * (eb[k] - latest[k]);
-      g[a * w + b] = acc;
-      g[b * w + a] = acc;
-    }
+    for (int64_t k = 0; k < d; ++k) diff[a * d + k] = ea[k] - latest[k];
+  }
+  for (int64_t a = 0; a < w; ++a) {
+    for (int64_t b = 0; b <= a; ++b) g[a * w + b] = g[b * w + a] = dot(diff + a * d, diff + b * d, d);
   }
   float n_steps = 0.0f;
   for (int64_t t = 0; t < m; ++t) {
@@ -196,7 +203,7 @@ SMARTFRZ_HD inline float predictor_logit_one(const float* emb, const bool* valid
   const int64_t w = s.w, hid = s.hid, heads = s.heads, dh = hid / heads;
   const int64_t summary_n = kWindowFeatures + 2 * s.c;
   float* feature_scratch = scratch;
-  float* tokens = feature_scratch + w * w + 8 * w;  // [W, 5]
+  float* tokens = feature_scratch + w * w + 8 * w + w * s.d;  // [W, 5]
   float* h = tokens + w * kTokenFeatures;           // [W, H]
   float* hidden = h + w * hid;                      // [H]
   float* qk = hidden + hid;                         // [heads, H]
@@ -246,9 +253,7 @@ SMARTFRZ_HD inline float predictor_logit_one(const float* emb, const bool* valid
     }
     float top = -INFINITY;
     for (int64_t t = 0; t < w; ++t) {
-      float acc = 0.0f;
-      for (int64_t j = 0; j < hid; ++j) acc += qk[i * hid + j] * h[t * hid + j];
-      scores[i * w + t] = valid[t] ? acc * scale : -INFINITY;
+      scores[i * w + t] = valid[t] ? dot(qk + i * hid, h + t * hid, hid) * scale : -INFINITY;
       top = fmaxf(top, scores[i * w + t]);
     }
     float total = 0.0f;
@@ -263,9 +268,7 @@ SMARTFRZ_HD inline float predictor_logit_one(const float* emb, const bool* valid
     }
     // the value projection after pooling: head i's slice of V h, averaged = Wv_i pooled_i
     for (int64_t a = 0; a < dh; ++a) {
-      float acc = 0.0f;
-      for (int64_t j = 0; j < hid; ++j) acc += pooled[i * hid + j] * p[kVW][(i * dh + a) * hid + j];
-      attended[i * dh + a] = acc + p[kVB][i * dh + a];
+      attended[i * dh + a] = dot(pooled + i * hid, p[kVW] + (i * dh + a) * hid, hid) + p[kVB][i * dh + a];
     }
   }
   linear(p[kOutW], p[kOutB], attended, hid, hid, out);
@@ -280,8 +283,7 @@ SMARTFRZ_HD inline float predictor_logit_one(const float* emb, const bool* valid
     const float gelu = 0.5f * z[j] * (1.0f + erff(z[j] * 0.70710678118654752f));
     logit += p[kHead3W][j] * gelu;
   }
-  for (int64_t f = 0; f < summary_n; ++f) logit += p[kSkipW][f] * summary[f];
-  return logit;
+  return logit + dot(p[kSkipW], summary, summary_n);
 }
 
 }  // namespace smartfrz

@@ -84,7 +84,12 @@ def test_opcheck_predictor_logits(dims):
     w, d, hid, heads, head_hidden, c = dims
     params = _params(w, d, hid, heads, head_hidden, c)
     emb, valid, context = _inputs(6, w, d, c)
-    torch.library.opcheck(torch.ops.smartfrz.predictor_logits.default, (emb, valid, context, params, heads))
+    op = torch.ops.smartfrz.predictor_logits.default
+    torch.library.opcheck(op, (emb, valid, context, params, heads))
+    # with parameters that require grad: an autograd kernel is registered (it refuses; see below)
+    trainable = [p.clone().requires_grad_() for p in params]
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(op, (emb, valid, context, trainable, heads), test_utils=checks)
 
 
 def _good():
@@ -166,3 +171,12 @@ def test_predictor_logits_cuda_rejects_a_mask_that_is_not_a_suffix():
     valid[1, 0], valid[1, 1] = True, False
     with pytest.raises(ValueError, match="row 1"):
         ops.predictor_logits(args[0].cuda(), valid.cuda(), args[2].cuda(), [p.cuda() for p in args[3]], args[4])
+
+
+def test_predictor_logits_refuses_a_backward():
+    """Training goes through attention_logits; a backward through the fused op raises instead of giving zeros."""
+    w, d, hid, heads, head_hidden, c = DIMS[0]
+    params = [p.requires_grad_() for p in _params(w, d, hid, heads, head_hidden, c)]
+    out = ops.predictor_logits(*_inputs(3, w, d, c), params, heads)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        out.sum().backward()

@@ -19,6 +19,8 @@ _CORPUS_NEW = (
     "digits_vgg",
     "digits_mixer",
 )
+_ZOO_FINETUNES = tuple(f"digits28_{f}_ft" for f in ("resnet", "vgg", "plaincnn", "lenet", "mixer", "vit"))
+"""Fine-tuning of models the zoo pretrains on Fashion-MNIST (smartfrz.zoo.transfer), on digits at 28x28."""
 RECIPES = (("constant", 0.0), ("cosine", 0.05), ("linear", 0.0), ("step", 0.0), ("cosine", 0.0))
 """Learning-rate recipes of the corpus: (schedule, warm-up fraction)."""
 
@@ -68,11 +70,12 @@ PRESETS: dict[str, Preset] = {
     "corpus": Preset(
         name="corpus",
         description=(
-            "18 tasks over 10 families (plain/LeNet/ResNet/VGG/MobileNet CNNs, MLPs, MLP-Mixer, ViT, 1-D CNN, "
-            "text transformer; ImageNet MobileNetV2 fine-tuning) x 5 lr recipes (constant, cosine with/without "
-            "warm-up, linear, step) x 2 seeds: 180 runs, ~1 min each (fine-tuning ~3 min)"
+            "24 tasks over 10 families (plain/LeNet/ResNet/VGG/MobileNet CNNs, MLPs, MLP-Mixer, ViT, 1-D CNN, "
+            "text transformer; fine-tuning of ImageNet MobileNetV2 and of six zoo models pretrained on "
+            "Fashion-MNIST, on digits) x 5 lr recipes (constant, cosine with/without warm-up, linear, step) x 2 "
+            "seeds: 240 runs, ~1 min each (MobileNetV2 ~3 min; each pretraining ~1 min, cached)"
         ),
-        tasks=(*_SCRATCH_CNNS, *_MLPS, "bbc_transformer", *_CORPUS_NEW, "fmnist_mobilenetv2_ft"),
+        tasks=(*_SCRATCH_CNNS, *_MLPS, "bbc_transformer", *_CORPUS_NEW, "fmnist_mobilenetv2_ft", *_ZOO_FINETUNES),
         data_size="default",
         seeds=(100, 101),  # seeds no other preset uses, so run ids stay unique across trace files
         lr_indices=(0, 1, 2),

@@ -81,7 +81,17 @@ def load() -> dict[str, dict[str, str]]:
                 library.impl(op, _REFERENCE_KERNELS[op], key)
                 backends[op][device] = "reference"
         torch.library.register_fake(f"{NAMESPACE}::{op}", FAKE_KERNELS[op], lib=library)
+    # without an autograd kernel, backward through the op would silently give zero gradients
+    torch.library.register_autograd(f"{NAMESPACE}::predictor_logits", _predictor_logits_backward, lib=library)
     return backends
+
+
+def _predictor_logits_backward(ctx: object, grad: torch.Tensor) -> None:
+    """The fused predictor forward is inference only: refuse a backward instead of returning zeros."""
+    raise RuntimeError(
+        "smartfrz.predictor_logits has no gradient (it is the inference path); "
+        "train through smartfrz.ops.predictor.attention_logits (AttentionPredictorNet.forward_embedded)"
+    )
 
 
 _LIBRARIES: list[torch.library.Library] = []

@@ -139,14 +139,21 @@ def load_fashion_mnist(opts: DataOptions, size: int = 28, channels: int = 1) -> 
     )
 
 
-def load_digits(opts: DataOptions, image: bool = False) -> TaskData:
-    """scikit-learn's 8x8 digits (1,797 samples) as 64 features in [0, 1] (or 1x8x8 images); a fixed 80/20 split."""
+def load_digits(opts: DataOptions, image: bool = False, size: int = 8) -> TaskData:
+    """scikit-learn's 8x8 digits (1,797 samples) as 64 features in [0, 1] (or 1x8x8 images); a fixed 80/20 split.
+
+    With ``image`` and ``size`` != 8 the images are resized (bilinear) and normalised like Fashion-MNIST,
+    the input a model pretrained on Fashion-MNIST expects.
+    """
     from sklearn.datasets import load_digits as sk_load_digits
 
     digits = sk_load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
     if image:
         x = x.view(-1, 1, 8, 8)
+        if size != 8:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            x = x.sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD)
     y = torch.tensor(digits.target, dtype=torch.int64)
     train, val = fixed_split(len(y), 0.2)
     return make_task_data(x[train], y[train], x[val], y[val], 10, opts)

@@ -1,4 +1,4 @@
-"""The built-in tasks: from-scratch CNNs, MLPs and a transformer, and fine-tuning MobileNetV2 and MiniLM-L6.
+"""The built-in tasks: from-scratch CNNs, MLPs and a transformer; fine-tuning MobileNetV2, MiniLM-L6 and zoo models.
 
 Recipes (epochs, batch size, learning rates) were chosen on a busy 2-core CPU (one torch thread) so that
 a run at `default_max_train` samples reaches a real accuracy in about 1-5 minutes; `smoke_max_train`
@@ -12,7 +12,7 @@ import functools
 
 from torch import nn
 
-from smartfrz.zoo import data, models, pretrained, text
+from smartfrz.zoo import data, models, pretrained, text, transfer
 from smartfrz.zoo.registry import DataOptions, Task, TaskData, register_task
 
 BBC_MAX_LEN = 128
@@ -333,7 +333,45 @@ BUILTIN_TASKS = (
 )
 
 
+def _digits_28(opts: DataOptions) -> TaskData:
+    """scikit-learn's digits as 1x28x28 images normalised like Fashion-MNIST (for models pretrained on it)."""
+    return data.load_digits(opts, image=True, size=28)
+
+
+def _fine_tune(source: str, family: str, optimizer: str, lrs: tuple[float, ...], weight_decay: float) -> Task:
+    """Fine-tuning on digits of ``source``'s model pretrained on Fashion-MNIST by the zoo (smartfrz.zoo.transfer)."""
+    return Task(
+        name=f"digits28_{family}_ft",
+        family=family,
+        scenario="finetune",
+        dataset="digits_28",
+        build_model=functools.partial(transfer.pretrained_on, source),
+        load_data=_digits_28,
+        epochs=8,
+        batch_size=64,
+        optimizer=optimizer,
+        lrs=lrs,
+        weight_decay=weight_decay,
+        smoke_max_train=256,
+        default_max_train=None,
+    )
+
+
+FINETUNE_TASKS = (
+    _fine_tune("fmnist_resnet", "resnet", "sgd", (0.005, 0.01, 0.02), 5e-4),
+    _fine_tune("fmnist_vgg", "vgg", "sgd", (0.005, 0.01, 0.02), 5e-4),
+    _fine_tune("fmnist_plaincnn", "plaincnn", "sgd", (0.005, 0.01, 0.02), 5e-4),
+    _fine_tune("fmnist_lenet", "lenet", "adam", (2.5e-4, 5e-4, 1e-3), 0.0),
+    _fine_tune("fmnist_mixer", "mixer", "adamw", (5e-4, 1e-3, 2e-3), 5e-2),
+    _fine_tune("fmnist_vit", "vit", "adamw", (5e-4, 1e-3, 2e-3), 5e-2),
+)
+"""Fine-tuning in six more families: each model pretrained on Fashion-MNIST (the zoo trains and caches it, 5-40 s
+each on one thread), its classifier replaced, then trained on digits upsampled to 28x28. At the middle learning
+rate, 8 epochs at a constant rate reach 95.5-98.9% (ResNet 92.8% at 0.005 and 96.7% at 0.02). The corpus had
+fine-tuning only in the MobileNet family (ImageNet MobileNetV2)."""
+
+
 def register_builtin_tasks() -> None:
     """Register the built-in tasks (once; called on import of smartfrz.zoo)."""
-    for task in (*BUILTIN_TASKS, *CORPUS_TASKS):
+    for task in (*BUILTIN_TASKS, *CORPUS_TASKS, *FINETUNE_TASKS):
         register_task(task)

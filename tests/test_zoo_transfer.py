@@ -1,0 +1,91 @@
+"""smartfrz.zoo.transfer: models the zoo pretrains itself, cached, for fine-tuning runs."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from smartfrz.zoo import Task, TaskData, get_task, list_tasks, register_task, transfer
+from smartfrz.zoo.tasks import FINETUNE_TASKS
+
+SOURCE = "test_transfer_source"
+
+
+def _source_data(opts) -> TaskData:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 6, generator=gen)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    return TaskData(TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:]), 4)
+
+
+def _source_model(num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, num_classes))
+
+
+if SOURCE not in list_tasks():
+    register_task(
+        Task(
+            name=SOURCE,
+            family="testmlp",
+            scenario="scratch",
+            dataset="synthetic",
+            build_model=_source_model,
+            load_data=_source_data,
+            epochs=3,
+            batch_size=16,
+            optimizer="adam",
+            lrs=(1e-2,),
+        )
+    )
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(transfer.PRETRAINED_DIR_ENV, str(tmp_path))
+    return tmp_path
+
+
+def test_pretrained_model_has_trained_weights_and_a_fresh_classifier(cache_dir):
+    model = transfer.pretrained_on(SOURCE, 7)
+    assert model[-1].out_features == 7
+    fresh = _source_model(4)
+    trained = torch.load(transfer.cache_path(SOURCE, transfer.DEFAULT_RECIPE), weights_only=True)
+    assert trained["num_classes"] == 4
+    assert torch.equal(model[0].weight, trained["state_dict"]["0.weight"])  # the body is the pretrained one
+    assert not torch.equal(trained["state_dict"]["0.weight"], fresh[0].weight)
+
+
+def test_pretraining_is_cached_and_leaves_every_random_stream_alone(cache_dir, monkeypatch):
+    """The first build trains; a second loads the file; both start the caller's run identically."""
+    calls = []
+    real_train = transfer._train
+    monkeypatch.setattr(transfer, "_train", lambda s, r: calls.append(s) or real_train(s, r))
+    builds = []
+    for _ in range(2):
+        random.seed(1)
+        np.random.seed(1)
+        torch.manual_seed(1)
+        model = transfer.pretrained_on(SOURCE, 3)
+        builds.append((model.state_dict(), random.random(), float(np.random.rand()), float(torch.rand(()))))
+    assert calls == [SOURCE]
+    (first, *draws_a), (second, *draws_b) = builds
+    assert draws_a == draws_b
+    assert all(torch.equal(first[k], second[k]) for k in first)  # the new head's initialisation too
+
+
+def test_replace_last_linear_needs_a_linear_layer():
+    with pytest.raises(ValueError, match=r"no nn\.Linear"):
+        transfer.replace_last_linear(nn.Sequential(nn.Conv2d(1, 2, 3)), 5)
+
+
+def test_zoo_fine_tuning_tasks_name_their_sources():
+    """Each zoo fine-tuning task is fine-tuning, in its source's family, on 28x28 digits like its source's input."""
+    for task in FINETUNE_TASKS:
+        source = get_task(task.build_model.args[0])
+        assert task.scenario == "finetune" and source.scenario == "scratch"
+        assert task.family == source.family and source.dataset == "fashion_mnist"
