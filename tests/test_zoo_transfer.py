@@ -89,3 +89,14 @@ def test_zoo_fine_tuning_tasks_name_their_sources():
         source = get_task(task.build_model.args[0])
         assert task.scenario == "finetune" and source.scenario == "scratch"
         assert task.family == source.family and source.dataset == "fashion_mnist"
+
+
+def test_the_corpus_preset_fine_tunes_every_zoo_model_under_every_recipe():
+    from smartfrz.collection.grid import build_grid
+    from smartfrz.collection.presets import PRESETS, RECIPES
+
+    grid = build_grid(PRESETS["corpus"])
+    assert len(grid) == 240 and len({s.run_id for s in grid}) == 240
+    for task in FINETUNE_TASKS:
+        runs = [s for s in grid if s.task == task.name]
+        assert len(runs) == len(RECIPES) * 2 and {(s.schedule, s.warmup) for s in runs} == set(RECIPES)
