@@ -147,8 +147,8 @@ inline PredictorDims check_predictor_inputs(const at::Tensor& emb, const at::Ten
   TORCH_CHECK_VALUE(params[kToken0W].dim() == 2 && params[kHead0W].dim() == 2, op,
                     ": params token.0.weight and head.0.weight must be 2-D");
   const PredictorDims dims{w, emb.size(2), params[kToken0W].size(0), heads, params[kHead0W].size(0), context.size(1)};
-  TORCH_CHECK_VALUE(heads >= 1 && dims.hid % heads == 0, op, ": hidden=", dims.hid, " must be a multiple of heads=",
-                    heads, " >= 1");
+  TORCH_CHECK_VALUE(heads >= 1 && dims.hid >= 1 && dims.hid % heads == 0, op, ": hidden=", dims.hid,
+                    " must be a positive multiple of heads=", heads, " >= 1");
   const int64_t h = dims.hid, summary = kWindowFeatures + 2 * dims.c;
   const std::vector<std::vector<int64_t>> shapes = {
       {kTokenFeatures}, {kTokenFeatures}, {kWindowFeatures}, {kWindowFeatures}, {h, kTokenFeatures}, {h}, {h, h}, {h},

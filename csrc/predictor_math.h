@@ -67,9 +67,11 @@ struct PredictorDims {
 // Floats of scratch one window needs.
 SMARTFRZ_HD inline int64_t predictor_scratch_floats(const PredictorDims& s) {
   const int64_t summary = kWindowFeatures + 2 * s.c;
-  return s.w * s.w + 8 * s.w + s.w * s.d + s.w * kTokenFeatures + s.w * s.hid + s.hid + 2 * s.heads * s.hid + s.heads * s.w +
+  return 2 * s.w * s.d + 8 * s.w + s.w * kTokenFeatures + s.w * s.hid + s.hid + 2 * s.heads * s.hid + s.heads * s.w +
          3 * s.hid + summary + 2 * s.hid + summary + s.head_hidden;
 }
+
+SMARTFRZ_HD inline float clamp(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
 
 SMARTFRZ_HD inline float log_ratio(float num, float den) { return logf(fmaxf(num / (den + kTiny), kLogFloor)) / 10.0f; }
 
@@ -102,8 +104,8 @@ SMARTFRZ_HD inline void window_features_one(const float* emb, const bool* valid,
   for (int64_t t = 0; t < w; ++t) n_valid += valid[t] ? 1 : 0;
   const int64_t first = w - n_valid;  // padded positions read the earliest real snapshot
   const float* latest = emb + (w - 1) * d;
-  float* g = scratch;  // [W, W] Gram of d_t = e_t - e_latest
-  float* dist = g + w * w;
+  float* moves = scratch;  // [W-1 (+1 spare), D] step vectors e_{t+1} - e_t, padded positions filled
+  float* dist = moves + w * d;
   float* step = dist + w;
   float* okf = step + w;
   float* consec = okf + w;
@@ -111,19 +113,20 @@ SMARTFRZ_HD inline void window_features_one(const float* emb, const bool* valid,
   float* pos_c = log_step + w;
   float* along = pos_c + w;
   float* rank = along + w;
-  float* diff = rank + w;  // [W, D] d_t, padded positions as the first real snapshot
+  float* diff = rank + w;  // [W, D] e_t - e_latest, padded positions filled
   const float ref = sqrtf(dot(latest, latest, d));
   for (int64_t a = 0; a < w; ++a) {
     const float* ea = emb + (valid[a] ? a : first) * d;
     for (int64_t k = 0; k < d; ++k) diff[a * d + k] = ea[k] - latest[k];
-  }
-  for (int64_t a = 0; a < w; ++a) {
-    for (int64_t b = 0; b <= a; ++b) g[a * w + b] = g[b * w + a] = dot(diff + a * d, diff + b * d, d);
+    if (a + 1 < w) {
+      const float* next = emb + (valid[a + 1] ? a + 1 : first) * d;
+      for (int64_t k = 0; k < d; ++k) moves[a * d + k] = next[k] - ea[k];
+    }
   }
   float n_steps = 0.0f;
   for (int64_t t = 0; t < m; ++t) {
-    dist[t] = sqrtf(fmaxf(g[t * w + t], 0.0f));
-    step[t] = sqrtf(fmaxf(g[(t + 1) * w + t + 1] + g[t * w + t] - 2.0f * g[(t + 1) * w + t], 0.0f));
+    dist[t] = sqrtf(dot(diff + t * d, diff + t * d, d));
+    step[t] = sqrtf(dot(moves + t * d, moves + t * d, d));
     okf[t] = valid[t] ? 1.0f : 0.0f;
     n_steps += okf[t];
   }
@@ -140,14 +143,14 @@ SMARTFRZ_HD inline void window_features_one(const float* emb, const bool* valid,
   float consec_sum = 0.0f, consec_n = 0.0f;
   consec[0] = 0.0f;
   for (int64_t j = 0; j + 1 < m; ++j) {  // consecutive-step cosine at t = j + 2 (real when snapshot j is)
-    const float dot = g[(j + 2) * w + j + 1] + g[(j + 1) * w + j] - g[(j + 2) * w + j] - g[(j + 1) * w + j + 1];
-    consec[j + 1] = valid[j] ? dot / (step[j + 1] * step[j] + kTiny) : 0.0f;
+    const float cos = dot(moves + (j + 1) * d, moves + j * d, d) / (step[j + 1] * step[j] + kTiny);
+    consec[j + 1] = valid[j] ? clamp(cos, -1.0f, 1.0f) : 0.0f;
     consec_sum += consec[j + 1];
     consec_n += valid[j] ? 1.0f : 0.0f;
   }
   float pos_mean = 0.0f, mean_log = 0.0f;
   for (int64_t t = 0; t < m; ++t) {
-    along[t] = g[t * w] - g[(t + 1) * w];
+    along[t] = -dot(moves + t * d, diff, d);  // step . (e_latest - e_first)
     log_step[t] = log_ratio(step[t], ref);
     pos_mean += static_cast<float>(t) * okf[t];
     mean_log += log_step[t] * okf[t];
@@ -183,11 +186,11 @@ SMARTFRZ_HD inline void window_features_one(const float* emb, const bool* valid,
     next[1] = step[t] / (mean_step + kTiny);
     next[2] = log_step[t];
     next[3] = consec[t];
-    next[4] = along[t] / (step[t] * net + kTiny);
+    next[4] = clamp(along[t] / (step[t] * net + kTiny), -1.0f, 1.0f);
   }
   feats[0] = log_ratio(spread, ref);
   feats[1] = log_ratio(mean_step, ref);
-  feats[2] = net / (step_sum + kTiny);
+  feats[2] = clamp(net / (step_sum + kTiny), 0.0f, 1.0f);  // path efficiency
   feats[3] = consec_sum / fmaxf(consec_n, 1.0f);
   feats[4] = trend / count;
   feats[5] = sqrtf(log_var / count);
@@ -203,7 +206,7 @@ SMARTFRZ_HD inline float predictor_logit_one(const float* emb, const bool* valid
   const int64_t w = s.w, hid = s.hid, heads = s.heads, dh = hid / heads;
   const int64_t summary_n = kWindowFeatures + 2 * s.c;
   float* feature_scratch = scratch;
-  float* tokens = feature_scratch + w * w + 8 * w + w * s.d;  // [W, 5]
+  float* tokens = feature_scratch + 2 * w * s.d + 8 * w;  // [W, 5]
   float* h = tokens + w * kTokenFeatures;           // [W, H]
   float* hidden = h + w * hid;                      // [H]
   float* qk = hidden + hid;                         // [heads, H]

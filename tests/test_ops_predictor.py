@@ -70,13 +70,36 @@ def test_predictor_logits_on_degenerate_windows():
 
 
 def test_predictor_logits_reads_strided_inputs():
-    """Non-contiguous emb, valid and context give what their contiguous copies give."""
+    """Non-contiguous emb, valid, context and parameters give what their contiguous copies give."""
     w, d, hid, heads, head_hidden, c = DIMS[2]
     params = _params(w, d, hid, heads, head_hidden, c)
     emb, valid, context = _inputs(12, w, d, c)
     emb_t = emb.transpose(1, 2).contiguous().transpose(1, 2)
-    got = ops.predictor_logits(emb_t, valid[::1], context.t().contiguous().t(), params, heads)
-    torch.testing.assert_close(got, ops.predictor_logits(emb, valid, context, params, heads), rtol=0, atol=0)
+    valid_t = torch.stack([valid, valid], dim=2)[:, :, 0]
+    strided = [p.t().contiguous().t() if p.dim() == 2 else p for p in params]
+    assert not emb_t.is_contiguous() and not valid_t.is_contiguous() and not strided[4].is_contiguous()
+    got = ops.predictor_logits(emb_t, valid_t, context.t().contiguous().t(), strided, heads)
+    torch.testing.assert_close(got, ops.predictor_logits(emb, valid, context, params, heads), **TOL)
+
+
+def test_windows_that_sat_still_then_moved_give_finite_logits():
+    """Tiny steps next to a large final jump: steps are not lost to cancellation (they once gave NaN)."""
+    w, d, hid, heads, head_hidden, c = DIMS[0]
+    params = _params(w, d, hid, heads, head_hidden, c)
+    gen = torch.Generator().manual_seed(5)
+    base = torch.randn(d, generator=gen)
+    emb = torch.zeros(5, w, d)
+    for i in range(5):
+        emb[i, :-1] = base + torch.randn(w - 1, d, generator=gen).cumsum(0) * 10.0 ** (-2 - i)
+        emb[i, -1] = base + torch.randn(d, generator=gen)
+    emb[4, :-1] = base  # exactly still
+    valid, context = torch.ones(5, w, dtype=torch.bool), torch.rand(5, c, generator=gen)
+    want = ref.attention_logits(emb, valid, context, params, heads)
+    got = ops.predictor_logits(emb, valid, context, params, heads)
+    assert torch.isfinite(want).all() and torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, **TOL)
+    tokens, feats = ref.window_features(emb, valid)
+    assert tokens[..., 3:].abs().max() <= 1 and ((feats[:, 2] >= 0) & (feats[:, 2] <= 1)).all()  # cosines, efficiency
 
 
 @pytest.mark.parametrize("dims", DIMS[:3])
@@ -127,6 +150,7 @@ BAD = {
     "param shape": (ValueError, lambda a: _with_param(a, "time", a[3][PREDICTOR_PARAMS.index("time")][1:])),
     "heads not dividing hidden": (ValueError, lambda a: _replace(a, 4, 3)),
     "no heads": (ValueError, lambda a: _replace(a, 4, 0)),
+    "no hidden units": (ValueError, lambda a: _replace(_with_param(a, "token.0.weight", torch.zeros(0, 5)), 4, 1)),
 }
 
 
@@ -140,18 +164,22 @@ def test_predictor_logits_rejects_bad_input_like_the_reference(case):
         ref.predictor_logits(*args)
 
 
-def test_freeze_predictor_uses_the_op_and_matches_the_module_forward():
+def test_freeze_predictor_uses_the_op_and_matches_the_module_forward(monkeypatch):
     """The runtime path (the fused op) gives the eval-mode module's probabilities, context known or not."""
+    real = ops.predictor_logits
     torch.manual_seed(0)
     net = AttentionPredictorNet(ModelConfig(window=6, k=32, embed_dim=8, min_window=3))
     predictor = FreezePredictor(net, 0.5, LabelRule(), {})
     emb, valid, context = _inputs(9, 6, 8, len(net.cfg.context))
     valid[:, -3:] = True  # at least min_window snapshots
+    calls = []
+    monkeypatch.setattr(ops, "predictor_logits", lambda *a: calls.append(len(a[0])) or real(*a))
     for ctx in (context, None):
         got = predictor.predict_from_embeddings(emb, ctx, valid)
         with torch.no_grad():
             want = torch.sigmoid(net.eval().forward_embedded(emb, ctx, valid))
         torch.testing.assert_close(got, want, **TOL)
+    assert calls == [9, 9]
 
 
 @pytest.mark.gpu

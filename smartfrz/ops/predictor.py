@@ -69,8 +69,11 @@ def window_features(emb: Tensor, valid: Tensor | None = None) -> tuple[Tensor, T
     step, log relative step (step / latest weights), cosine with the previous step, cosine with the
     window's net displacement. Window: log spread and log mean step relative to the latest weights, path
     efficiency, mean consecutive-step cosine, trend, spread, last value and late/early ratio of the log
-    relative step, and the share of the window that is filled. All dot products come from one Gram
-    matrix of d_t = e_t - e_latest (centred first, so float32 keeps small steps accurate).
+    relative step, and the share of the window that is filled. Steps and their dot products are taken
+    from the step vectors e_t - e_{t-1} themselves: derived from a Gram matrix of the displacements to
+    the latest snapshot, a small step is lost to cancellation (a window that sat still and then moved
+    gave noise over a near-zero norm, and NaN logits). Cosines are clamped to [-1, 1] and the path
+    efficiency to [0, 1], their ranges, against the last rounding.
     """
     n, w, _ = emb.shape
     if valid is None:
@@ -80,26 +83,25 @@ def window_features(emb: Tensor, valid: Tensor | None = None) -> tuple[Tensor, T
         first = emb[torch.arange(n, device=emb.device), w - n_valid]  # [N, D] earliest real snapshot
         emb = torch.where(valid.unsqueeze(-1), emb, first.unsqueeze(1))
     ref = emb[:, -1].norm(dim=-1, keepdim=True)  # [N, 1]
-    d = emb - emb[:, -1:]
-    g = torch.bmm(d, d.transpose(1, 2))  # [N, W, W]
-    flat = g.view(n, w * w)  # diagonals as strided slices: g[t, t] at t * (W + 1), g[t, t - k] k earlier
-    diag = flat[:, :: w + 1]  # ||d_t||^2
-    sub = flat[:, w :: w + 1]  # d_t . d_{t-1}, t = 1..W-1
-    dist = diag[:, :-1].clamp_min(0).sqrt()  # [N, W-1], t = 0..W-2
-    step = (diag[:, 1:] + diag[:, :-1] - 2 * sub).clamp_min(0).sqrt()  # ||e_t - e_{t-1}||, t = 1..W-1
+    d = emb - emb[:, -1:]  # displacement to the latest snapshot
+    moves = emb[:, 1:] - emb[:, :-1]  # [N, W-1, D] step vectors, t = 1..W-1
+    dist = d[:, :-1].norm(dim=-1)  # [N, W-1], t = 0..W-2
+    step = moves.norm(dim=-1)  # ||e_t - e_{t-1}||, t = 1..W-1
     step_ok = valid[:, :-1]  # step t is real when snapshot t-1 is (the valid part is a suffix)
     okf = step_ok.to(emb.dtype)
     n_steps = okf.sum(dim=1, keepdim=True)  # >= 1 for windows of >= 2 snapshots
     count = n_steps.clamp_min(1)
-    consec_dot = sub[:, 1:] + sub[:, :-1] - flat[:, 2 * w :: w + 1] - diag[:, 1:-1]
-    along_dot = g[:, :-1, 0] - g[:, 1:, 0]
+    consec_dot = (moves[:, 1:] * moves[:, :-1]).sum(dim=-1)  # [N, W-2]
+    along_dot = -(moves * d[:, :1]).sum(dim=-1)  # step . (e_latest - e_first)
     spread = _masked_mean(dist.pow(2), okf, count).sqrt()  # [N, 1] (dist t real exactly when step t+1 is)
     mean_step = _masked_mean(step, okf, count)
     net = dist[:, :1]  # padded positions hold the first real snapshot
     consec_ok = valid[:, :-2]  # consecutive-step cosine t (t = 2..W-1) is real when snapshot t-2 is
-    consec = F.pad(torch.where(consec_ok, consec_dot / (step[:, 1:] * step[:, :-1] + _TINY), 0.0), (1, 0))
+    cos = consec_dot / (step[:, 1:] * step[:, :-1] + _TINY)
+    consec = F.pad(torch.where(consec_ok, cos.clamp(-1.0, 1.0), 0.0), (1, 0))
     log_step = _log_ratio(step, ref)
-    step_feats = torch.stack([step / (mean_step + _TINY), log_step, consec, along_dot / (step * net + _TINY)], dim=-1)
+    along = (along_dot / (step * net + _TINY)).clamp(-1.0, 1.0)
+    step_feats = torch.stack([step / (mean_step + _TINY), log_step, consec, along], dim=-1)
     tokens = _tokens(dist / (spread + _TINY), step_feats, step_ok)
     pos = torch.arange(w - 1, dtype=emb.dtype, device=emb.device).expand(n, -1)
     pos_c = (pos - _masked_mean(pos, okf, count)) * okf
@@ -113,7 +115,7 @@ def window_features(emb: Tensor, valid: Tensor | None = None) -> tuple[Tensor, T
     window_feats = torch.cat(
         [
             _log_ratio(torch.cat([spread, mean_step], dim=1), ref),
-            net / ((step * okf).sum(dim=1, keepdim=True) + _TINY),
+            (net / ((step * okf).sum(dim=1, keepdim=True) + _TINY)).clamp(0.0, 1.0),  # path efficiency
             consec.sum(dim=1, keepdim=True) / _count(consec_ok),  # consec is zero where not real
             _masked_mean(log_step * pos_c / pos_std, okf, count),  # trend of the relative step size
             log_std,
@@ -217,9 +219,8 @@ def check_predictor_inputs(emb: Tensor, valid: Tensor, context: Tensor, params: 
             f"{op}: param {name} must be 2-D, got {tuple(params[_P[name]].shape)}",
         )
     hid, head_hidden = params[_P["token.0.weight"]].shape[0], params[_P["head.0.weight"]].shape[0]
-    _require(
-        heads >= 1 and hid % heads == 0, ValueError, f"{op}: hidden={hid} must be a multiple of heads={heads} >= 1"
-    )
+    ok = heads >= 1 and hid >= 1 and hid % heads == 0
+    _require(ok, ValueError, f"{op}: hidden={hid} must be a positive multiple of heads={heads} >= 1")
     summary = WINDOW_FEATURES + 2 * context.shape[1]
     for name, shape in predictor_param_shapes(w, emb.shape[2], hid, head_hidden, summary).items():
         got = tuple(params[_P[name]].shape)

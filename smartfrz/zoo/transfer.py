@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import random
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from smartfrz.utils.seed import seed_everything
 from smartfrz.zoo.registry import DataOptions, get_task, make_optimizer
 
 PRETRAINED_DIR_ENV = "SMARTFRZ_PRETRAINED_DIR"
+PRETRAIN_FORMAT = 1  # bump when _train or the cached file's layout changes
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,10 @@ def pretrained_dir() -> Path:
 
 @contextmanager
 def preserved_rng() -> Iterator[None]:
-    """Run a block without changing Python's, numpy's or torch's (CPU) random state."""
+    """Run a block without changing Python's, numpy's or torch's random state (CPU and every CUDA device)."""
     py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
         try:
             yield
         finally:
@@ -85,10 +88,14 @@ def _train(source: str, recipe: PretrainRecipe) -> dict[str, object]:
 
 
 def cache_path(source: str, recipe: PretrainRecipe) -> Path:
-    """The cache file of (source and its training settings, recipe, smartfrz version): a change is a new file."""
+    """The cache file of a source and recipe; a change of either, of the model's parameter shapes, of torch or of
+    smartfrz's version (or of ``PRETRAIN_FORMAT``, bumped when the training code changes) is a new file."""
     t = get_task(source)
     settings = (t.name, t.dataset, t.epochs, t.batch_size, t.optimizer, t.lrs, t.weight_decay)
-    key = hashlib.sha256(repr((settings, recipe, __version__)).encode()).hexdigest()[:12]
+    with preserved_rng():
+        shapes = [(k, tuple(v.shape)) for k, v in t.build_model(10).state_dict().items()]
+    versions = (PRETRAIN_FORMAT, __version__, torch.__version__)
+    key = hashlib.sha256(repr((settings, shapes, recipe, versions)).encode()).hexdigest()[:12]
     return pretrained_dir() / f"{source}-{key}.pt"
 
 
@@ -101,13 +108,20 @@ def pretrained_weights(source: str, recipe: PretrainRecipe = DEFAULT_RECIPE) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits here and then loads the first one's file
-        if not path.is_file():
-            with preserved_rng():
-                trained = _train(source, recipe)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(trained, tmp)
-            os.replace(tmp, path)  # atomic: a reader never sees half a file
-    return torch.load(path, map_location="cpu", weights_only=True)
+        if path.is_file():
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # a truncated or foreign file: train it again
+                warnings.warn(f"{path} could not be read ({err}); pretraining {source} again", stacklevel=2)
+        with preserved_rng():
+            trained = _train(source, recipe)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            torch.save(trained, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty file behind
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    return trained
 
 
 def replace_last_linear(model: nn.Module, num_classes: int) -> nn.Module:
