@@ -211,7 +211,7 @@ def bench_predictor(args: argparse.Namespace, device: str, min_time: float, gen)
     from smartfrz.predictor import AttentionPredictorNet, ModelConfig
 
     net = AttentionPredictorNet(ModelConfig()).eval().to(device)
-    params, heads = net.op_params(), net.cfg.heads
+    params, heads = [p.detach() for p in net.op_params()], net.cfg.heads  # inference, as FreezePredictor under no_grad
     rows = []
     for n in (14, 100) if args.quick else (14, 100, 500):
         emb = torch.randn(n, net.cfg.window, net.cfg.embed_dim, generator=gen).cumsum(dim=1).to(device)

@@ -8,10 +8,11 @@
 #include <cmath>
 #include <cstdint>
 
+// Host and device code, always inlined: into each CPU clone (csrc/cpu/multiversion.h) and into the kernel.
 #ifdef __CUDACC__
-#define SMARTFRZ_HD __host__ __device__
+#define SMARTFRZ_HD __host__ __device__ __forceinline__
 #else
-#define SMARTFRZ_HD
+#define SMARTFRZ_HD inline __attribute__((always_inline))
 #endif
 
 namespace smartfrz {
@@ -65,20 +66,20 @@ struct PredictorDims {
 };
 
 // Floats of scratch one window needs.
-SMARTFRZ_HD inline int64_t predictor_scratch_floats(const PredictorDims& s) {
+SMARTFRZ_HD int64_t predictor_scratch_floats(const PredictorDims& s) {
   const int64_t summary = kWindowFeatures + 2 * s.c;
   return 2 * s.w * s.d + 8 * s.w + s.w * kTokenFeatures + s.w * s.hid + s.hid + 2 * s.heads * s.hid + s.heads * s.w +
          3 * s.hid + summary + 2 * s.hid + summary + s.head_hidden;
 }
 
-SMARTFRZ_HD inline float clamp(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
+SMARTFRZ_HD float clamp(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
 
-SMARTFRZ_HD inline float log_ratio(float num, float den) { return logf(fmaxf(num / (den + kTiny), kLogFloor)) / 10.0f; }
+SMARTFRZ_HD float log_ratio(float num, float den) { return logf(fmaxf(num / (den + kTiny), kLogFloor)) / 10.0f; }
 
 // a . b over n floats, in kDotLanes independent partial sums (a fixed order, so the compiler may
 // vectorise the lanes without reassociating anything) added up at the end, then the tail.
 constexpr int kDotLanes = 8;
-SMARTFRZ_HD inline float dot(const float* a, const float* b, int64_t n) {
+SMARTFRZ_HD float dot(const float* a, const float* b, int64_t n) {
   float lane[kDotLanes] = {};
   int64_t i = 0;
   for (; i + kDotLanes <= n; i += kDotLanes) {
@@ -91,13 +92,13 @@ SMARTFRZ_HD inline float dot(const float* a, const float* b, int64_t n) {
 }
 
 // y[o] = b[o] + sum_i W[o, i] x[i] for W [out, in] row-major (torch's Linear layout).
-SMARTFRZ_HD inline void linear(const float* w, const float* b, const float* x, int64_t in, int64_t out, float* y) {
+SMARTFRZ_HD void linear(const float* w, const float* b, const float* x, int64_t in, int64_t out, float* y) {
   for (int64_t o = 0; o < out; ++o) y[o] = dot(w + o * in, x, in) + b[o];
 }
 
 // Scale-free tokens [W, 5] and window features [9] of one window (model docs: window_features).
 // emb [W, D]; valid [W] is a suffix of true values.
-SMARTFRZ_HD inline void window_features_one(const float* emb, const bool* valid, const PredictorDims& s,
+SMARTFRZ_HD void window_features_one(const float* emb, const bool* valid, const PredictorDims& s,
                                             float* scratch, float* tokens, float* feats) {
   const int64_t w = s.w, d = s.d, m = w - 1;
   int64_t n_valid = 0;
@@ -200,7 +201,7 @@ SMARTFRZ_HD inline void window_features_one(const float* emb, const bool* valid,
 }
 
 // The logit of one window: emb [W, D], valid [W] (a suffix of true), ctx [C] (NaN = unknown).
-SMARTFRZ_HD inline float predictor_logit_one(const float* emb, const bool* valid, const float* ctx,
+SMARTFRZ_HD float predictor_logit_one(const float* emb, const bool* valid, const float* ctx,
                                              const PredictorParams& params, const PredictorDims& s, float* scratch) {
   const float* const* p = params.p;
   const int64_t w = s.w, hid = s.hid, heads = s.heads, dh = hid / heads;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "multiversion.h"
 
 namespace smartfrz {
 namespace {
@@ -20,6 +21,16 @@ void check_valid_suffix(const bool* valid, int64_t n, int64_t w) {
     for (int64_t t = 1; t < w && ok; ++t) ok = !row[t - 1] || row[t];
     TORCH_CHECK_VALUE(ok, "smartfrz.predictor_logits: each row of valid must be a suffix of True ending at the latest ",
                       "snapshot (row ", r, " is not)");
+  }
+}
+
+// Logits of windows [begin, end) with one scratch buffer; the per-window math is inlined into each clone.
+SMARTFRZ_MULTIVERSION void logits_range(const float* emb, const bool* valid, const float* context,
+                                        const PredictorParams& params, const PredictorDims& dims, int64_t begin,
+                                        int64_t end, float* scratch, float* out) {
+  for (int64_t r = begin; r < end; ++r) {
+    out[r] = predictor_logit_one(emb + r * dims.w * dims.d, valid + r * dims.w, context + r * dims.c, params, dims,
+                                 scratch);
   }
 }
 
@@ -40,9 +51,7 @@ at::Tensor predictor_logits_cpu(const at::Tensor& emb_in, const at::Tensor& vali
   const int64_t scratch_n = predictor_scratch_floats(dims);
   at::parallel_for(0, n, kWindowsPerTask, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(scratch_n);
-    for (int64_t r = begin; r < end; ++r) {
-      out[r] = predictor_logit_one(e + r * dims.w * dims.d, v + r * dims.w, c + r * dims.c, ptrs, dims, scratch.data());
-    }
+    logits_range(e, v, c, ptrs, dims, begin, end, scratch.data(), out);
   });
   return logits;
 }

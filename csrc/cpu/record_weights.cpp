@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "../common.h"
+#include "multiversion.h"
 
 namespace smartfrz {
 namespace {
@@ -50,12 +51,6 @@ Partial reduce_chunk_exact(const scalar_t* p, int64_t len) {
   }
   return out;
 }
-
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__GLIBC__)  // ifunc: ELF with glibc
-#define SMARTFRZ_MULTIVERSION __attribute__((target_clones("avx2", "default")))  // chosen at load time
-#else
-#define SMARTFRZ_MULTIVERSION
-#endif
 
 // |v| as an integer whose order is that of |v| for every non-NaN v (the IEEE bits without the sign),
 // so the running maximum is an integer max, which vectorises where a float max with NaN rules does not.
