@@ -98,8 +98,8 @@ SMARTFRZ_HD void linear(const float* w, const float* b, const float* x, int64_t 
 
 // Scale-free tokens [W, 5] and window features [9] of one window (model docs: window_features).
 // emb [W, D]; valid [W] is a suffix of true values.
-SMARTFRZ_HD void window_features_one(const float* emb, const bool* valid, const PredictorDims& s,
-                                            float* scratch, float* tokens, float* feats) {
+SMARTFRZ_HD void window_features_one(const float* emb, const bool* valid, const PredictorDims& s, float* scratch,
+                                     float* tokens, float* feats) {
   const int64_t w = s.w, d = s.d, m = w - 1;
   int64_t n_valid = 0;
   for (int64_t t = 0; t < w; ++t) n_valid += valid[t] ? 1 : 0;
@@ -202,7 +202,7 @@ SMARTFRZ_HD void window_features_one(const float* emb, const bool* valid, const 
 
 // The logit of one window: emb [W, D], valid [W] (a suffix of true), ctx [C] (NaN = unknown).
 SMARTFRZ_HD float predictor_logit_one(const float* emb, const bool* valid, const float* ctx,
-                                             const PredictorParams& params, const PredictorDims& s, float* scratch) {
+                                      const PredictorParams& params, const PredictorDims& s, float* scratch) {
   const float* const* p = params.p;
   const int64_t w = s.w, hid = s.hid, heads = s.heads, dh = hid / heads;
   const int64_t summary_n = kWindowFeatures + 2 * s.c;
