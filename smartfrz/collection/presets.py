@@ -73,7 +73,7 @@ PRESETS: dict[str, Preset] = {
             "24 tasks over 10 families (plain/LeNet/ResNet/VGG/MobileNet CNNs, MLPs, MLP-Mixer, ViT, 1-D CNN, "
             "text transformer; fine-tuning of ImageNet MobileNetV2 and of six zoo models pretrained on "
             "Fashion-MNIST, on digits) x 5 lr recipes (constant, cosine with/without warm-up, linear, step) x 2 "
-            "seeds: 240 runs, ~1 min each (MobileNetV2 ~3 min; each pretraining ~1 min, cached)"
+            "seeds: 240 runs, ~1 min each (MobileNetV2 ~3 min; each pretraining 5-40 s, cached)"
         ),
         tasks=(*_SCRATCH_CNNS, *_MLPS, "bbc_transformer", *_CORPUS_NEW, "fmnist_mobilenetv2_ft", *_ZOO_FINETUNES),
         data_size="default",

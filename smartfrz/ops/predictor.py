@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from smartfrz.ops._schemas import PREDICTOR_PARAMS
+from smartfrz.ops.reference import _require
 
 TOKEN_FEATURES = 5
 WINDOW_FEATURES = 9
@@ -169,7 +170,7 @@ def attention_logits(
     tokens, window_feats = window_features(emb, valid)
     tokens = (tokens - p[_P["token_mean"]]) / p[_P["token_std"]]
     window_feats = (window_feats - p[_P["window_mean"]]) / p[_P["window_std"]]
-    summary = torch.cat([window_feats, context_inputs(context.to(emb.dtype))], dim=1)
+    summary = torch.cat([window_feats, context_inputs(context)], dim=1)
     hidden = F.relu(F.linear(tokens, p[_P["token.0.weight"]], p[_P["token.0.bias"]]))
     h = F.linear(hidden, p[_P["token.2.weight"]], p[_P["token.2.bias"]]) + p[_P["time"]]
     h = F.layer_norm(h, h.shape[-1:], p[_P["norm.weight"]], p[_P["norm.bias"]], LAYER_NORM_EPS)
@@ -180,11 +181,6 @@ def attention_logits(
         summary, p[_P["skip.weight"]], p[_P["skip.bias"]]
     )
     return logit.squeeze(-1)
-
-
-def _require(cond: bool, exc: type[Exception], msg: str) -> None:
-    if not cond:
-        raise exc(msg)
 
 
 def check_predictor_inputs(emb: Tensor, valid: Tensor, context: Tensor, params: Sequence[Tensor], heads: int) -> None:

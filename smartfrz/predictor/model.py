@@ -76,6 +76,8 @@ class AttentionPredictorNet(nn.Module):
         self.register_buffer("token_std", torch.ones(TOKEN_FEATURES))
         self.register_buffer("window_mean", torch.zeros(WINDOW_FEATURES))
         self.register_buffer("window_std", torch.ones(WINDOW_FEATURES))
+        # the modules hold and name the parameters (state-dict keys, smartfrz.ops.PREDICTOR_PARAMS); the forward
+        # itself is smartfrz.ops.predictor.attention_logits, which reads them through op_params()
         self.token = nn.Sequential(nn.Linear(TOKEN_FEATURES, h), nn.ReLU(inplace=True), nn.Linear(h, h))
         self.time = nn.Parameter(0.02 * torch.randn(cfg.window, h))
         self.norm = nn.LayerNorm(h)
