@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -10,13 +11,15 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from smartfrz.zoo import Task, TaskData, get_task, list_tasks, register_task, transfer
+from smartfrz.zoo import DataOptions, Task, TaskData, get_task, list_tasks, register_task, transfer
 from smartfrz.zoo.tasks import FINETUNE_TASKS
 
 SOURCE = "test_transfer_source"
+SEEN_ROOTS: list[str | None] = []  # the data roots the source task's loader was asked for
 
 
 def _source_data(opts) -> TaskData:
+    SEEN_ROOTS.append(opts.root)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(96, 6, generator=gen)
     y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
@@ -64,7 +67,7 @@ def test_pretraining_is_cached_and_leaves_every_random_stream_alone(cache_dir, m
     """The first build trains; a second loads the file; both start the caller's run identically."""
     calls = []
     real_train = transfer._train
-    monkeypatch.setattr(transfer, "_train", lambda s, r: calls.append(s) or real_train(s, r))
+    monkeypatch.setattr(transfer, "_train", lambda s, r, root=None: calls.append(s) or real_train(s, r, root))
     builds = []
     for _ in range(2):
         random.seed(1)
@@ -78,6 +81,33 @@ def test_pretraining_is_cached_and_leaves_every_random_stream_alone(cache_dir, m
     assert all(torch.equal(first[k], second[k]) for k in first)  # the new head's initialisation too
 
 
+def test_pretraining_reads_the_fine_tuning_runs_data_root(cache_dir):
+    """A fine-tuning task's prepare step pretrains its source from the run's data root, then the build reuses it."""
+    SEEN_ROOTS.clear()
+    transfer.prepare_source(SOURCE, DataOptions(root="/data/here"))
+    transfer.pretrained_on(SOURCE, 3)  # cached now: no second pretraining under the default root
+    assert SEEN_ROOTS == ["/data/here"]
+
+
+def test_build_run_prepares_a_fine_tuning_task_from_the_specs_data_root(monkeypatch):
+    """The collector and the probes hand ``--data-root`` to a task's prepare step before building its model."""
+    from smartfrz.collection import runner
+    from smartfrz.collection.grid import RunSpec
+
+    seen: list[str | None] = []
+    task = get_task("digits28_lenet_ft")
+    monkeypatch.setattr(
+        runner,
+        "get_task",
+        lambda name: dataclasses.replace(
+            task, prepare=lambda opts: seen.append(opts.root), build_model=lambda n: _source_model(n)
+        ),
+    )
+    spec = RunSpec(task.name, "adam", 1e-3, 0, max_train=32, max_val=32, data_root="/my/data")
+    runner.build_run(spec)
+    assert seen == ["/my/data"]
+
+
 def test_replace_last_linear_needs_a_linear_layer():
     with pytest.raises(ValueError, match=r"no nn\.Linear"):
         transfer.replace_last_linear(nn.Sequential(nn.Conv2d(1, 2, 3)), 5)
@@ -87,6 +117,7 @@ def test_zoo_fine_tuning_tasks_name_their_sources():
     """Each zoo fine-tuning task is fine-tuning, in its source's family, on 28x28 digits like its source's input."""
     for task in FINETUNE_TASKS:
         source = get_task(task.build_model.args[0])
+        assert task.prepare is not None and task.prepare.args == (source.name,)
         assert task.scenario == "finetune" and source.scenario == "scratch"
         assert task.family == source.family and source.dataset == "fashion_mnist"
 

@@ -40,7 +40,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-size", type=positive, help="validation samples in the CKA probe batch")
     p.add_argument("--val-snapshot-size", type=positive, help="validation samples evaluated at each snapshot")
     p.add_argument("--device", default="cpu", help="torch device (cuda is much faster); under torchrun cuda:LOCAL_RANK")
-    p.add_argument("--data-root", help="dataset folder for the zoo (e.g. a folder of Fashion-MNIST IDX files)")
+    p.add_argument(
+        "--data-root",
+        help="dataset folder for the zoo (e.g. a folder of Fashion-MNIST IDX files); the zoo's fine-tuning tasks "
+        "pretrain their source model from it too",
+    )
     p.add_argument("--workers", type=positive, default=1, help="local worker processes (under torchrun: per rank)")
     p.add_argument("--threads", type=positive, help="torch threads per worker (default: 1)")
     p.add_argument("--resume", action="store_true", help="skip runs whose file exists and validates")

@@ -21,9 +21,10 @@ def build_run(spec: RunSpec) -> tuple[Task, TaskData, torch.nn.Module, torch.opt
     """
     task = get_task(spec.task)
     seed_everything(spec.seed)
-    data = task.load_data(
-        DataOptions(root=spec.data_root, max_train=spec.max_train, max_val=spec.max_val, seed=spec.seed)
-    )
+    opts = DataOptions(root=spec.data_root, max_train=spec.max_train, max_val=spec.max_val, seed=spec.seed)
+    data = task.load_data(opts)
+    if task.prepare is not None:
+        task.prepare(opts)  # e.g. pretrain the source model from the same data root
     seed_everything(spec.seed)
     model = task.build_model(data.num_classes)
     return task, data, model, make_optimizer(task, model.parameters(), spec.lr, spec.optimizer)

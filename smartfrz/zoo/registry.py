@@ -49,6 +49,8 @@ class Task:
     weight_decay: float = 0.0
     smoke_max_train: int = 512
     default_max_train: int | None = None
+    prepare: Callable[[DataOptions], None] | None = None
+    """Fetches what ``build_model`` needs from the run's data options (a pretrained source model); None: nothing."""
 
     def __post_init__(self) -> None:
         """Reject recipes that could only fail later, naming the task."""

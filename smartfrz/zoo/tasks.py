@@ -354,6 +354,7 @@ def _fine_tune(source: str, family: str, optimizer: str, lrs: tuple[float, ...],
         weight_decay=weight_decay,
         smoke_max_train=256,
         default_max_train=None,
+        prepare=functools.partial(transfer.prepare_source, source),
     )
 
 

@@ -66,11 +66,12 @@ def preserved_rng() -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-def _train(source: str, recipe: PretrainRecipe) -> dict[str, object]:
-    """The source task's model after its recipe on its own data (CPU): its state dict and number of classes."""
+def _train(source: str, recipe: PretrainRecipe, root: str | None = None) -> dict[str, object]:
+    """The source task's model after its recipe on its own data (CPU, read from ``root`` when given): its state
+    dict and number of classes."""
     task = get_task(source)
     seed_everything(recipe.seed)
-    data = task.load_data(DataOptions(max_train=recipe.max_train, seed=recipe.seed))
+    data = task.load_data(DataOptions(root=root, max_train=recipe.max_train, seed=recipe.seed))
     model = task.build_model(data.num_classes)
     optimizer = make_optimizer(task, model.parameters(), task.lrs[len(task.lrs) // 2])
     loader = torch.utils.data.DataLoader(
@@ -99,8 +100,11 @@ def cache_path(source: str, recipe: PretrainRecipe) -> Path:
     return pretrained_dir() / f"{source}-{key}.pt"
 
 
-def pretrained_weights(source: str, recipe: PretrainRecipe = DEFAULT_RECIPE) -> dict[str, object]:
-    """The cached ``{"state_dict", "num_classes"}`` of ``source`` after its pretraining, trained now if absent.
+def pretrained_weights(
+    source: str, recipe: PretrainRecipe = DEFAULT_RECIPE, root: str | None = None
+) -> dict[str, object]:
+    """The cached ``{"state_dict", "num_classes"}`` of ``source`` after its pretraining, trained now if absent
+    (on the source's data under ``root``, else where the zoo finds it by default).
 
     Pretraining takes 5-40 s per source task on one CPU thread (measured for the six corpus sources).
     """
@@ -114,7 +118,7 @@ def pretrained_weights(source: str, recipe: PretrainRecipe = DEFAULT_RECIPE) -> 
             except Exception as err:  # a truncated or foreign file: train it again
                 warnings.warn(f"{path} could not be read ({err}); pretraining {source} again", stacklevel=2)
         with preserved_rng():
-            trained = _train(source, recipe)
+            trained = _train(source, recipe, root)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "wb") as f:
             torch.save(trained, f)
@@ -134,6 +138,11 @@ def replace_last_linear(model: nn.Module, num_classes: int) -> nn.Module:
     old = getattr(parent, attr)
     setattr(parent, attr, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
     return model
+
+
+def prepare_source(source: str, opts: DataOptions) -> None:
+    """Pretrain ``source`` now from the run's data root unless cached: a fine-tuning task's ``prepare`` step."""
+    pretrained_weights(source, root=opts.root)
 
 
 def pretrained_on(source: str, num_classes: int) -> nn.Module:
