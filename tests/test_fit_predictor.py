@@ -44,6 +44,7 @@ def test_fit_writes_checkpoint_report_and_card(fitted, traces):
         "horizon": 0.25,
         "remaining": None,
         "acc_gate": None,
+        "norm_cap": None,
     }
     assert set(report["metrics"]) == {"attention", "attention_no_progress", "attention_no_loss", *BASELINES}
     for res in report["metrics"].values():

@@ -8,7 +8,14 @@ import torch
 
 from smartfrz.collection.cka import GramStore, cka_against_final, cka_matrix
 from smartfrz.predictor.dataset import RunLayout, WindowSet
-from smartfrz.predictor.labels import LabelRule, label_pairs, label_run, near_final_accuracy, remaining_path
+from smartfrz.predictor.labels import (
+    LabelRule,
+    label_pairs,
+    label_run,
+    near_final_accuracy,
+    remaining_norm,
+    remaining_path,
+)
 from smartfrz.predictor.model import AttentionPredictorNet, ModelConfig, window_features
 from smartfrz.predictor.simulate import choose_threshold_by_frontier, choose_threshold_by_savings, simulate, summarise
 from smartfrz.train_context import CONTEXT_FEATURES
@@ -89,6 +96,26 @@ def test_remaining_cap_keeps_a_layer_that_looks_converged_to_cka_but_has_not_mov
         LabelRule(remaining=1.5)
 
 
+def test_norm_cap_lets_a_slow_steady_drift_that_is_small_against_the_weights_pass_early() -> None:
+    """A pretrained-like layer drifts 1% of its norm, steadily: the path cap holds it to the end, the norm cap not."""
+    n_t = 11
+    start = np.full(8, 10.0)
+    drift = np.stack([start + 0.1 * t / (n_t - 1) for t in range(n_t)])[:, None]  # [T, 1, K]
+    cka, steps = np.ones((n_t, 1)), np.arange(1, n_t + 1)
+    np.testing.assert_allclose(remaining_norm(drift)[:, 0], (0.1 - 0.1 * np.arange(n_t) / (n_t - 1)) / 10.1)
+    path_only = label_run(cka, None, steps, LabelRule(remaining=0.25), drift)[:, 0]
+    assert path_only.tolist() == [False] * 8 + [True] * 3
+    assert label_run(cka, None, steps, LabelRule(remaining=0.25, norm_cap=0.05), drift).all()
+    assert label_run(cka, None, steps, LabelRule(norm_cap=0.05), drift).all()  # the norm cap alone
+    walk = np.stack([np.ones(8) * t / (n_t - 1) for t in range(n_t)])[:, None]  # from 0 to its norm: far from it
+    assert label_run(cka, None, steps, LabelRule(norm_cap=0.05), walk)[:, 0].tolist() == [False] * 10 + [True]
+    assert LabelRule(remaining=0.25, norm_cap=0.05).describe().endswith("path's end or within 0.05 of their norm")
+    with pytest.raises(ValueError, match="needs the run's sampled weights"):
+        label_run(cka, None, steps, LabelRule(norm_cap=0.05))
+    with pytest.raises(ValueError, match="norm_cap"):
+        LabelRule(norm_cap=-0.1)
+
+
 def test_accuracy_gate_holds_labels_back_until_accuracy_stays_near_its_final() -> None:
     acc = np.array([0.1, 0.5, 0.8, 0.9, 0.95, 0.96, 0.96, 0.96])  # smoothed: ..., 0.937, 0.957, 0.96, 0.96
     near = near_final_accuracy(acc, points=1.0)
@@ -119,11 +146,14 @@ def test_rule_keys_round_trip_and_bad_keys_are_refused() -> None:
         "monotone:0.998:0.25,acc=1",
         "floor:0.5",
         "floor@0.1:0.25:0.25,acc=1",
+        "monotone:0.999:0.25,norm=0.05",
+        "monotone:0.999:0.25,norm=0.05,acc=1",
     ):
         assert LabelRule.parse(key).key == key
     assert LabelRule.parse("stable:0.99:0.25") == LabelRule("stable", 0.99, remaining=0.25)
     assert LabelRule.parse("horizon@0.1:0.99") == LabelRule("horizon", 0.99, horizon=0.1)
     assert LabelRule.parse("monotone:0.99,acc=0.5") == LabelRule("monotone", 0.99, acc_gate=0.5)
+    assert LabelRule.parse("monotone:0.99,acc=0.5,norm=0.1") == LabelRule("monotone", 0.99, acc_gate=0.5, norm_cap=0.1)
     assert LabelRule.parse("horizon@0.25:0.99").key == "horizon:0.99"  # the default look-ahead is not spelled out
     for bad in (
         "monotone",
@@ -135,6 +165,8 @@ def test_rule_keys_round_trip_and_bad_keys_are_refused() -> None:
         "horizon@2:0.9",
         "monotone:0.9,x=1",
         "monotone:0.9,acc=-1",
+        "monotone:0.9,acc=1,acc=2",
+        "monotone:0.9,norm",
     ):
         with pytest.raises(ValueError):
             LabelRule.parse(bad)

@@ -60,11 +60,12 @@ class ProbeResult(ScheduleProbe):
     remaining: float | None = None  # the rule's weight-path cap (LabelRule.remaining)
     horizon: float = DEFAULT_HORIZON  # the horizon rule's look-ahead (LabelRule.horizon)
     acc_gate: float | None = None  # the rule's accuracy gate (LabelRule.acc_gate)
+    norm_cap: float | None = None  # the rule's weight-norm cap (LabelRule.norm_cap)
 
     @property
     def rule_key(self) -> str:
-        """The probed rule as ``RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS]``."""
-        return LabelRule(self.rule, self.tau, self.horizon, self.remaining, self.acc_gate).key
+        """The probed rule as ``RULE[@HORIZON]:TAU[:REMAINING][,norm=FRACTION][,acc=POINTS]``."""
+        return LabelRule(self.rule, self.tau, self.horizon, self.remaining, self.acc_gate, self.norm_cap).key
 
 
 def _spec(run: RunRecord) -> RunSpec:
@@ -98,6 +99,7 @@ def probe_schedule(run: RunRecord, freeze_at: np.ndarray, rule: LabelRule, progr
         remaining=rule.remaining,
         horizon=rule.horizon,
         acc_gate=rule.acc_gate,
+        norm_cap=rule.norm_cap,
         reference_acc=reference,
         acc_loss_points=(reference - probe.probe_acc) * 100.0,
     )

@@ -89,6 +89,14 @@ def configure(p: argparse.ArgumentParser) -> None:
         "distance to the end (off by default); CKA alone calls input projections converged at init",
     )
     p.add_argument(
+        "--norm-cap",
+        type=float,
+        default=_default(RULE, "norm_cap"),
+        metavar="FRACTION",
+        help="a second way past the --remaining cap: the weights' remaining distance to the end is within this "
+        "fraction of their final norm (off by default); slowly drifting pretrained layers pass it early",
+    )
+    p.add_argument(
         "--acc-gate",
         type=float,
         default=_default(RULE, "acc_gate"),
@@ -204,7 +212,7 @@ def fit_config(args: argparse.Namespace) -> Any:
     )
     return FitConfig(
         traces=[str(t) for t in args.traces],
-        label_rule=LabelRule(args.label_rule, args.tau, args.horizon, args.remaining, args.acc_gate),
+        label_rule=LabelRule(args.label_rule, args.tau, args.horizon, args.remaining, args.acc_gate, args.norm_cap),
         model=model,
         threshold_by=args.threshold_by,
         max_early_share=args.max_early_share,

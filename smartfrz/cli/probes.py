@@ -39,10 +39,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--rules",
         nargs="+",
         default=None,
-        help="rules as RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS] (e.g. horizon@0.5:0.995 monotone:0.999:0.5 "
-        "monotone:0.998:0.25,acc=1; HORIZON is the horizon rule's look-ahead (the floor rule's closing span), "
-        "ACC gates on accuracy near its final as smartfrz fit --acc-gate; REMAINING caps the weights' "
-        "remaining distance to the end, as smartfrz fit --remaining); replace --taus",
+        help="rules as RULE[@HORIZON]:TAU[:REMAINING][,norm=FRACTION][,acc=POINTS] (e.g. horizon@0.5:0.995 "
+        "monotone:0.999:0.5 monotone:0.998:0.25,acc=1 monotone:0.999:0.25,norm=0.05; HORIZON is the horizon "
+        "rule's look-ahead (the floor rule's closing span), ACC gates on accuracy near its final as smartfrz fit "
+        "--acc-gate; REMAINING caps the weights' remaining distance to the end, as smartfrz fit --remaining, "
+        "and NORM lets it pass within that fraction of the weights' norm, as --norm-cap); replace --taus",
     )
     p.add_argument("--runs", nargs="+", default=None, help="run ids (default: all unflagged runs)")
     p.add_argument("--tasks", nargs="+", default=None, help="only runs of these zoo tasks (default: all)")

@@ -38,6 +38,11 @@ class LabelRule:
     most of their way to the end: ||w_t' - w_T|| <= remaining * ||w_0 - w_T|| at every t' >= t. Linear
     CKA of a layer that projects a low-dimensional input (a ViT patch embedding) is near 1 for almost any
     weights, so CKA alone calls such a layer converged at its initial weights.
+
+    ``norm_cap`` (off when None) is a second way to pass that cap: the remaining distance is within this
+    fraction of the final sampled weights' own norm, ||w_t' - w_T|| <= norm_cap * ||w_T||. A pretrained layer
+    that drifts slowly and steadily under a constant rate covers its path only late, however small the
+    path is against the weights themselves; measured against their size it is near its end early.
     """
 
     rule: str = "monotone"
@@ -45,6 +50,7 @@ class LabelRule:
     horizon: float = DEFAULT_HORIZON  # fraction of training the horizon rule looks ahead (floor: its closing span)
     remaining: float | None = None  # cap on the weights' remaining distance to the end, relative to the whole
     acc_gate: float | None = None  # accuracy points below the final a labelled snapshot may sit (smoothed)
+    norm_cap: float | None = None  # or: the remaining distance to the end relative to the final weights' norm
 
     def __post_init__(self) -> None:
         """Reject unknown rules, thresholds outside (0, 1] and horizons outside (0, 1]."""
@@ -58,6 +64,8 @@ class LabelRule:
             raise ValueError(f"label remaining must be a fraction in [0, 1], got {self.remaining}")
         if self.acc_gate is not None and not (np.isfinite(self.acc_gate) and self.acc_gate >= 0.0):
             raise ValueError(f"label acc_gate must be a finite number of points >= 0, got {self.acc_gate}")
+        if self.norm_cap is not None and not (np.isfinite(self.norm_cap) and self.norm_cap >= 0.0):
+            raise ValueError(f"label norm_cap must be a finite fraction >= 0, got {self.norm_cap}")
 
     @property
     def needs_pairs(self) -> bool:
@@ -74,29 +82,37 @@ class LabelRule:
         extra = ""
         if self.remaining is not None:
             extra += f", weights within {self.remaining:g} of their path's end"
+        if self.norm_cap is not None:
+            extra += f"{' or' if self.remaining is not None else ', weights'} within {self.norm_cap:g} of their norm"
         if self.acc_gate is not None:
             extra += f", accuracy within {self.acc_gate:g} points of the final"
         return head + extra
 
     @property
     def key(self) -> str:
-        """``RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS]``, the form probes and reports name a rule by; the
-        horizon and floor rules' span rides on the name when it is not the default (``horizon@0.1:0.99``)."""
+        """``RULE[@HORIZON]:TAU[:REMAINING][,norm=FRACTION][,acc=POINTS]``, the form probes and reports name a
+        rule by; the horizon and floor rules' span rides on the name when it is not the default
+        (``horizon@0.1:0.99``)."""
         name = self.rule
         if self.rule in SPAN_RULES and self.horizon != DEFAULT_HORIZON:
             name += f"@{self.horizon:g}"
         tail = f":{self.remaining:g}" if self.remaining is not None else ""
+        norm = f",norm={self.norm_cap:g}" if self.norm_cap is not None else ""
         gate = f",acc={self.acc_gate:g}" if self.acc_gate is not None else ""
-        return f"{name}:{self.tau:g}{tail}{gate}"
+        return f"{name}:{self.tau:g}{tail}{norm}{gate}"
 
     @classmethod
     def parse(cls, text: str) -> LabelRule:
-        """The rule ``RULE[@HORIZON]:TAU[:REMAINING][,acc=POINTS]`` names (e.g. ``monotone:0.999:0.5``,
-        ``horizon@0.1:0.99``, ``floor@0.1:0.5``, ``monotone:0.998:0.25,acc=1``); ValueError when malformed."""
-        text, comma, gate = text.partition(",")
-        if comma and not gate.startswith("acc="):
-            raise ValueError(f"want ,acc=POINTS after the rule, got {gate!r}")
-        acc_gate = float(gate[len("acc=") :]) if comma else None
+        """The rule ``RULE[@HORIZON]:TAU[:REMAINING][,norm=FRACTION][,acc=POINTS]`` names (e.g.
+        ``monotone:0.999:0.5``, ``horizon@0.1:0.99``, ``floor@0.1:0.5``, ``monotone:0.998:0.25,acc=1``,
+        ``monotone:0.999:0.25,norm=0.05``); ValueError when malformed."""
+        text, *options = text.split(",")
+        extras: dict[str, float] = {}
+        for option in options:
+            key, eq, value = option.partition("=")
+            if not eq or key not in ("norm", "acc") or key in extras:
+                raise ValueError(f"want ,norm=FRACTION and/or ,acc=POINTS (once each) after the rule, got {option!r}")
+            extras[key] = float(value)
         parts = text.split(":")
         if len(parts) not in (2, 3):
             raise ValueError(f"want RULE:TAU or RULE:TAU:REMAINING, got {text!r}")
@@ -104,7 +120,8 @@ class LabelRule:
         if horizon and name not in SPAN_RULES:
             raise ValueError(f"only the {' and '.join(SPAN_RULES)} rules take a span (@H), got {text!r}")
         remaining = float(parts[2]) if len(parts) == 3 else None
-        return cls(name, float(parts[1]), float(horizon) if horizon else DEFAULT_HORIZON, remaining, acc_gate)
+        span = float(horizon) if horizon else DEFAULT_HORIZON
+        return cls(name, float(parts[1]), span, remaining, extras.get("acc"), extras.get("norm"))
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and reports."""
@@ -170,6 +187,16 @@ def label_pairs(pairs: np.ndarray, steps: np.ndarray, rule: LabelRule) -> np.nda
     return out
 
 
+def remaining_norm(samples: np.ndarray) -> np.ndarray:
+    """[T, L] distance of each snapshot's sampled weights [T, L, K] to the last, over the last's norm (0 <= ...)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3:
+        raise ValueError(f"weight samples must be [T, L, K], got shape {samples.shape}")
+    to_end = np.linalg.norm(samples - samples[-1:], axis=2)
+    size = np.linalg.norm(samples[-1], axis=1)[None]
+    return np.where(size > 0, to_end / np.where(size > 0, size, 1.0), np.where(to_end > 0, np.inf, 0.0))
+
+
 def remaining_path(samples: np.ndarray) -> np.ndarray:
     """[T, L] distance of each snapshot's sampled weights [T, L, K] to the last, over the first's (0 <= ...)."""
     samples = np.asarray(samples, dtype=np.float64)
@@ -208,8 +235,9 @@ def label_run(
 ) -> np.ndarray:
     """Labels [T, L] of one run under ``rule``; ValueError when the run lacks what the rule reads.
 
-    Pairwise rules read the snapshot-pair CKA ``pairs``; a ``remaining`` cap reads the sampled weights;
-    an ``acc_gate`` reads the per-snapshot validation accuracy.
+    Pairwise rules read the snapshot-pair CKA ``pairs``; the ``remaining`` and ``norm_cap`` caps read the
+    sampled weights (a snapshot passes when either holds from it on); an ``acc_gate`` reads the per-snapshot
+    validation accuracy.
     """
     if rule.needs_pairs:
         if pairs is None:
@@ -223,12 +251,15 @@ def label_run(
         if val_acc is None:
             raise ValueError("a label rule with `acc_gate` needs the run's per-snapshot validation accuracy")
         labels = labels & near_final_accuracy(val_acc, rule.acc_gate)[:, None]
-    if rule.remaining is None:
+    if rule.remaining is None and rule.norm_cap is None:
         return labels
     if samples is None:
-        raise ValueError("a label rule with `remaining` needs the run's sampled weights")
-    later_max = np.maximum.accumulate(remaining_path(samples)[::-1], axis=0)[::-1]
-    return labels & (later_max <= rule.remaining)
+        raise ValueError("a label rule with `remaining` or `norm_cap` needs the run's sampled weights")
+    near_end = np.zeros(labels.shape, dtype=bool)
+    for cap, distance in ((rule.remaining, remaining_path), (rule.norm_cap, remaining_norm)):
+        if cap is not None:
+            near_end |= np.maximum.accumulate(distance(samples)[::-1], axis=0)[::-1] <= cap
+    return labels & near_end
 
 
 def first_converged(labels: np.ndarray) -> np.ndarray:

@@ -179,7 +179,14 @@ def probes_markdown(summary: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in summary["probes"]:
-        rule = LabelRule(r["rule"], r["tau"], r.get("horizon", DEFAULT_HORIZON), r.get("remaining"), r.get("acc_gate"))
+        rule = LabelRule(
+            r["rule"],
+            r["tau"],
+            r.get("horizon", DEFAULT_HORIZON),
+            r.get("remaining"),
+            r.get("acc_gate"),
+            r.get("norm_cap"),
+        )
         lines.append(
             f"| {r['run_id']} | {rule.key} "
             f"| {r['frozen_blocks']}/{r['n_blocks'] - 1} "
