@@ -79,7 +79,7 @@ def model_like_weights(n: int, max_numel: int, dtypes: list[torch.dtype], device
 def plain_record(weights: list[torch.Tensor], idx_rows: list[torch.Tensor], prev: torch.Tensor):
     """The plain way to get what the fused op is used for: norms, samples and their change."""
     norms = torch.stack([n.float() for n in torch._foreach_norm(weights)])
-    samples = torch.stack([w.reshape(-1).index_select(0, i).float() for w, i in zip(weights, idx_rows, strict=True)])
+    samples = plain_samples(weights, idx_rows)
     return samples, norms, torch.linalg.vector_norm(samples - prev, dim=1)
 
 
@@ -113,7 +113,18 @@ def bench_record(args: argparse.Namespace, device: str, min_time: float, gen) ->
             plain_ms = median_ms(lambda f=plain, w=weights, r=idx_rows, p=prev: f(w, r, p), min_time)
             title = f"{n} tensors {case}, {numel / 1e6:.1f}M el, vs {label}"
             rows.append(Row("record_weights", title, fused, plain_ms))
+        only, _ = ops.record_weights(weights, idx, stats=False)  # the runtime recorder's call
+        assert torch.equal(only, want[0]), "samples-only and plain samples differ"
+        fused_only = median_ms(lambda w=weights, i=idx: ops.record_weights(w, i, stats=False), min_time)
+        plain_only = median_ms(lambda w=weights, r=idx_rows: plain_samples(w, r), min_time)
+        title = f"{n} tensors {case}, samples only (stats=False), vs index_select per tensor"
+        rows.append(Row("record_weights", title, fused_only, plain_only))
     return rows
+
+
+def plain_samples(weights: list[torch.Tensor], idx_rows: list[torch.Tensor]) -> torch.Tensor:
+    """The plain way to gather K samples per tensor, as the runtime recorder needs them."""
+    return torch.stack([w.reshape(-1).index_select(0, i).float() for w, i in zip(weights, idx_rows, strict=True)])
 
 
 # ---- cache_store / cache_gather -----------------------------------------------------------------

@@ -37,6 +37,8 @@ def _assert_record_matches(weights, idx, prev):
     assert torch.equal(samples, ref_samples)  # pure data movement: exact
     torch.testing.assert_close(stats, ref_stats, rtol=1e-5, atol=1e-6, equal_nan=True)
     assert torch.equal(stats[:, 2], ref_stats[:, 2])  # non-finite counts: exact
+    only, none = ops.record_weights(weights, idx, prev, stats=False)  # the runtime's samples-only call
+    assert torch.equal(only, ref_samples) and none.shape == (len(weights), 0) and none.dtype == torch.float32
 
 
 def test_native_backend_loaded():
@@ -138,10 +140,11 @@ def test_record_weights_is_deterministic_across_thread_counts():
 )
 def test_record_weights_errors(make_args, exc, match):
     weights, idx, prev = make_args()
-    with pytest.raises(exc, match=match):
-        ops.record_weights(weights, idx, prev)
-    with pytest.raises(exc, match=match):
-        reference.record_weights(weights, idx, prev)
+    for stats in (True, False):  # the samples-only call checks its inputs the same way
+        with pytest.raises(exc, match=match):
+            ops.record_weights(weights, idx, prev, stats=stats)
+        with pytest.raises(exc, match=match):
+            reference.record_weights(weights, idx, prev, stats)
 
 
 def _new_cache(n, row_shape, dtype):
@@ -264,6 +267,7 @@ def test_opcheck_record_weights():
     idx = _indices(weights, 8)
     torch.library.opcheck(torch.ops.smartfrz.record_weights.default, (weights, idx, None))
     torch.library.opcheck(torch.ops.smartfrz.record_weights.default, (weights, idx, torch.randn(3, 8)))
+    torch.library.opcheck(torch.ops.smartfrz.record_weights.default, (weights, idx, torch.randn(3, 8), False))
 
 
 @pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)

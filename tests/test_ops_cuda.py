@@ -47,6 +47,8 @@ def _assert_record_matches(weights, idx, prev):
     assert torch.equal(samples.cpu(), want_samples)  # pure data movement: exact
     torch.testing.assert_close(stats.cpu(), want_stats, rtol=1e-5, atol=1e-6, equal_nan=True)
     assert torch.equal(stats[:, 2].cpu(), want_stats[:, 2])  # non-finite counts: exact
+    only, none = ops.record_weights(weights, idx, prev, stats=False)  # the runtime's samples-only call
+    assert torch.equal(only.cpu(), want_samples) and none.shape == (len(weights), 0) and none.device.type == CUDA
 
 
 def test_cuda_kernels_registered():
@@ -154,10 +156,11 @@ RECORD_ERRORS = [
 @pytest.mark.parametrize(("make_args", "exc", "match"), RECORD_ERRORS)
 def test_record_weights_errors(make_args, exc, match):
     weights, idx, prev = make_args(torch.randn(5, device=CUDA), torch.tensor([[0, 1]], device=CUDA))
-    with pytest.raises(exc, match=match):
-        ops.record_weights(weights, idx, prev)
-    with pytest.raises(exc, match=match):
-        reference.record_weights(weights, idx, prev)
+    for stats in (True, False):  # the samples-only call checks its inputs the same way
+        with pytest.raises(exc, match=match):
+            ops.record_weights(weights, idx, prev, stats=stats)
+        with pytest.raises(exc, match=match):
+            reference.record_weights(weights, idx, prev, stats)
 
 
 def _new_cache(n, row_shape, dtype, device=CUDA):
@@ -351,6 +354,7 @@ def test_opcheck_record_weights():
     idx = _indices(weights, 8)
     torch.library.opcheck(torch.ops.smartfrz.record_weights.default, (weights, idx, None))
     torch.library.opcheck(torch.ops.smartfrz.record_weights.default, (weights, idx, torch.randn(4, 8, device=CUDA)))
+    torch.library.opcheck(torch.ops.smartfrz.record_weights.default, (weights, idx, None, False))
 
 
 @pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)

@@ -15,10 +15,16 @@ from smartfrz.runtime.smartfrz_policy import SmartFRZ
 
 
 def test_recorder_windows_are_chronological_and_one_fused_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Windows hold the last W snapshots oldest first; each snapshot is one record_weights call; frozen layers stop."""
+    """Windows hold the last W snapshots oldest first; each snapshot is one samples-only record_weights call (no
+    pass over every weight for statistics nothing reads); frozen layers stop."""
     calls = []
     real = smartfrz.ops.record_weights
-    monkeypatch.setattr(smartfrz.ops, "record_weights", lambda w, i, p=None: calls.append(len(w)) or real(w, i, p))
+
+    def counting(w, i, p=None, stats=True):
+        calls.append(len(w) if not stats else "with stats")
+        return real(w, i, p, stats)
+
+    monkeypatch.setattr(smartfrz.ops, "record_weights", counting)
     layers = [nn.Linear(6, 5), nn.Linear(5, 3)]
     rec = WeightRecorder(layers, k=8, window=3, seed=1)
     history = []

@@ -138,7 +138,7 @@ void gather_samples(const std::vector<at::Tensor>& weights, const at::Tensor& id
 }
 
 std::tuple<at::Tensor, at::Tensor> record_weights_cpu(at::TensorList weight_list, const at::Tensor& sample_idx,
-                                                      const c10::optional<at::Tensor>& prev) {
+                                                      const c10::optional<at::Tensor>& prev, bool with_stats) {
   std::vector<at::Tensor> weights(weight_list.begin(), weight_list.end());
   check_record_inputs(weights, sample_idx, prev);
   for (auto& w : weights) w = w.contiguous();  // flat positions are row-major; a strided weight is copied
@@ -147,6 +147,10 @@ std::tuple<at::Tensor, at::Tensor> record_weights_cpu(at::TensorList weight_list
 
   const int64_t n_layers = static_cast<int64_t>(weights.size());
   const int64_t k = idx.size(1);
+  at::Tensor samples = at::empty({n_layers, k}, idx.options().dtype(at::kFloat));
+  gather_samples(weights, idx, samples);
+  if (!with_stats) return {samples, at::empty({n_layers, 0}, idx.options().dtype(at::kFloat))};  // no weight pass
+
   std::vector<Chunk> chunks;
   for (int64_t l = 0; l < n_layers; ++l) {
     const int64_t n = weights[l].numel();
@@ -158,9 +162,6 @@ std::tuple<at::Tensor, at::Tensor> record_weights_cpu(at::TensorList weight_list
       partials[c] = reduce_chunk_any(weights[chunks[c].layer], chunks[c].start, chunks[c].end);
     }
   });
-
-  at::Tensor samples = at::empty({n_layers, k}, idx.options().dtype(at::kFloat));
-  gather_samples(weights, idx, samples);
 
   at::Tensor stats = at::zeros({n_layers, kStatColumns}, idx.options().dtype(at::kFloat));
   float* st = stats.mutable_data_ptr<float>();

@@ -180,7 +180,8 @@ __device__ __forceinline__ float load_as_float(const TensorMeta& m, int64_t pos)
 }
 
 // One block per layer: combine its chunk partials, gather its K samples and the change against
-// prev. An index out of range is never read: its sample is 0 and the layer is flagged.
+// prev. An index out of range is never read: its sample is 0 and the layer is flagged. Without
+// statistics (partials and stats null) it only gathers the samples.
 __global__ void __launch_bounds__(kThreads)
     layer_stats_kernel(const TensorMeta* __restrict__ meta, const Partial* __restrict__ partials,
                        const int64_t* __restrict__ idx, const float* __restrict__ prev, int64_t n_layers, int64_t k,
@@ -194,7 +195,7 @@ __global__ void __launch_bounds__(kThreads)
   double sumsq = 0.0;
   float max_abs = 0.0f;
   int64_t nonfinite = 0;
-  for (int64_t c = tid; c < n_chunks; c += blockDim.x) {
+  for (int64_t c = tid; partials != nullptr && c < n_chunks; c += blockDim.x) {
     const Partial p = partials[m.first_chunk + c];
     sumsq += p.sumsq;
     max_abs = fmaxf(max_abs, p.max_abs);
@@ -212,12 +213,13 @@ __global__ void __launch_bounds__(kThreads)
       out_of_range = true;
     }
     samples[at] = sample;
-    if (prev != nullptr) {
+    if (prev != nullptr && stats != nullptr) {
       const double d = static_cast<double>(__fsub_rn(sample, prev[at]));  // fp32 difference, as the reference
       delta += d * d;
     }
   }
   if (out_of_range) cuda::flag_position(bad_layer, n_layers, layer);
+  if (stats == nullptr) return;  // the whole block returns together: no thread is left waiting in the reduce
   const LayerSums total = Reduce(temp).Reduce(LayerSums{sumsq, delta, max_abs, nonfinite}, CombineLayerSums{});
   if (tid == 0) {
     float* row = stats + layer * kStatColumns;
@@ -229,7 +231,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 std::tuple<at::Tensor, at::Tensor> record_weights_cuda(at::TensorList weight_list, const at::Tensor& sample_idx,
-                                                       const c10::optional<at::Tensor>& prev) {
+                                                       const c10::optional<at::Tensor>& prev, bool with_stats) {
   std::vector<at::Tensor> weights(weight_list.begin(), weight_list.end());
   check_record_inputs(weights, sample_idx, prev);
   const c10::cuda::CUDAGuard guard(sample_idx.device());
@@ -239,8 +241,8 @@ std::tuple<at::Tensor, at::Tensor> record_weights_cuda(at::TensorList weight_lis
   const int64_t n_layers = static_cast<int64_t>(weights.size());
   const int64_t k = idx.size(1);
 
-  int64_t n_chunks = 0;
-  for (const at::Tensor& w : weights) n_chunks += (w.numel() + kChunk - 1) / kChunk;
+  int64_t n_chunks = 0;  // without statistics no chunk is reduced
+  for (const at::Tensor& w : weights) n_chunks += with_stats ? (w.numel() + kChunk - 1) / kChunk : 0;
   TORCH_CHECK_VALUE(n_chunks <= std::numeric_limits<int>::max(), "smartfrz.record_weights: ", n_chunks,
                     " chunks of ", kChunk, " elements exceed one launch");
   // The table as int64: L rows of TensorMeta, then n_chunks int32 layer ids (padded to 8 bytes).
@@ -252,7 +254,7 @@ std::tuple<at::Tensor, at::Tensor> record_weights_cuda(at::TensorList weight_lis
     const at::Tensor& w = weights[l];
     rows[l] = TensorMeta{static_cast<int64_t>(reinterpret_cast<uintptr_t>(w.const_data_ptr())), w.numel(), chunk,
                          dtype_code(w.scalar_type())};
-    for (const int64_t end = chunk + (w.numel() + kChunk - 1) / kChunk; chunk < end; ++chunk) {
+    for (const int64_t end = chunk + (with_stats ? (w.numel() + kChunk - 1) / kChunk : 0); chunk < end; ++chunk) {
       chunk_layer[chunk] = static_cast<int>(l);
     }
   }
@@ -263,20 +265,22 @@ std::tuple<at::Tensor, at::Tensor> record_weights_cuda(at::TensorList weight_lis
   const at::TensorOptions on_device = idx.options();
   at::Tensor partials = at::empty({n_chunks * static_cast<int64_t>(sizeof(Partial))}, on_device.dtype(at::kByte));
   at::Tensor samples = at::empty({n_layers, k}, on_device.dtype(at::kFloat));
-  at::Tensor stats = at::empty({n_layers, kStatColumns}, on_device.dtype(at::kFloat));
+  at::Tensor stats = at::empty({n_layers, with_stats ? kStatColumns : 0}, on_device.dtype(at::kFloat));
   at::Tensor bad_layer = at::zeros({1}, on_device.dtype(at::kLong));
   const auto* meta_ptr = reinterpret_cast<const TensorMeta*>(table.const_data_ptr<int64_t>());
   const auto* chunk_layer_ptr = reinterpret_cast<const int*>(meta_ptr + n_layers);
   auto* partial_ptr = reinterpret_cast<Partial*>(partials.mutable_data_ptr<uint8_t>());
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  chunk_stats_kernel<<<static_cast<unsigned>(n_chunks), kThreads, 0, stream>>>(meta_ptr, chunk_layer_ptr,
-                                                                               partial_ptr);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (with_stats) {
+    chunk_stats_kernel<<<static_cast<unsigned>(n_chunks), kThreads, 0, stream>>>(meta_ptr, chunk_layer_ptr,
+                                                                                 partial_ptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   layer_stats_kernel<<<static_cast<unsigned>(n_layers), kThreads, 0, stream>>>(
-      meta_ptr, partial_ptr, idx.const_data_ptr<int64_t>(),
+      meta_ptr, with_stats ? partial_ptr : nullptr, idx.const_data_ptr<int64_t>(),
       prev.has_value() ? prev_contig.const_data_ptr<float>() : nullptr, n_layers, k,
-      samples.mutable_data_ptr<float>(), stats.mutable_data_ptr<float>(),
+      samples.mutable_data_ptr<float>(), with_stats ? stats.mutable_data_ptr<float>() : nullptr,
       reinterpret_cast<unsigned long long*>(bad_layer.mutable_data_ptr<int64_t>()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 

@@ -35,7 +35,7 @@ def backends() -> dict[str, dict[str, str]]:
 
 
 def record_weights(
-    weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None = None
+    weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None = None, stats: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample K weights per layer and compute per-layer statistics, in one fused call.
 
@@ -43,11 +43,13 @@ def record_weights(
         weights: L tensors of any shape (fp32/fp16/bf16/fp64) on one device.
         sample_idx: ``[L, K]`` int64 flat positions into each weight (see ``layers.draw_sample_indices``).
         prev: the previous snapshot's samples ``[L, K]`` fp32, for the change statistic.
+        stats: False skips the statistics and their pass over every weight: only the K samples are read.
 
     Returns:
-        ``samples [L, K]`` fp32 and ``stats [L, 4]`` fp32 with columns :data:`STAT_NAMES`.
+        ``samples [L, K]`` fp32 and ``stats [L, 4]`` fp32 with columns :data:`STAT_NAMES` (``[L, 0]`` when
+        ``stats`` is False).
     """
-    return torch.ops.smartfrz.record_weights(list(weights), sample_idx, prev)
+    return torch.ops.smartfrz.record_weights(list(weights), sample_idx, prev, stats)
 
 
 def cache_store(

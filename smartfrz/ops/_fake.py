@@ -11,14 +11,13 @@ from smartfrz.ops._schemas import STAT_NAMES
 
 
 def record_weights_fake(
-    weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None
+    weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None, stats: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shapes only: samples [L, K] and stats [L, len(STAT_NAMES)], both float32."""
+    """Shapes only: samples [L, K] and stats [L, len(STAT_NAMES)] ([L, 0] without stats), both float32."""
     reference.check_record_inputs(weights, sample_idx, prev)
     n_layers, k = sample_idx.shape
     samples = sample_idx.new_empty((n_layers, k), dtype=torch.float32)
-    stats = sample_idx.new_empty((n_layers, len(STAT_NAMES)), dtype=torch.float32)
-    return samples, stats
+    return samples, sample_idx.new_empty((n_layers, len(STAT_NAMES) if stats else 0), dtype=torch.float32)
 
 
 def cache_store_fake(

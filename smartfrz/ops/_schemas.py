@@ -9,7 +9,9 @@ from smartfrz.traces.schema import WEIGHT_STAT_NAMES
 NAMESPACE = "smartfrz"
 
 SCHEMAS: dict[str, str] = {
-    "record_weights": "record_weights(Tensor[] weights, Tensor sample_idx, Tensor? prev) -> (Tensor, Tensor)",
+    "record_weights": (
+        "record_weights(Tensor[] weights, Tensor sample_idx, Tensor? prev, bool stats=True) -> (Tensor, Tensor)"
+    ),
     "cache_store": (
         "cache_store(Tensor(a!) cache, Tensor(b!) scales, Tensor(c!) valid, Tensor x, Tensor idx, "
         "bool check=True) -> ()"

@@ -50,23 +50,19 @@ def check_record_inputs(weights: Sequence[torch.Tensor], sample_idx: torch.Tenso
 
 
 def record_weights(
-    weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None
+    weights: Sequence[torch.Tensor], sample_idx: torch.Tensor, prev: torch.Tensor | None, stats: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather K samples per layer and per-layer stats (l2_norm, delta_l2_norm, nonfinite, max_abs)."""
+    """Gather K samples per layer and per-layer stats (l2_norm, delta_l2_norm, nonfinite, max_abs; [L, 0] when
+    ``stats`` is False)."""
     check_record_inputs(weights, sample_idx, prev)
-    samples, stats = [], []
-    for i, w in enumerate(weights):
-        flat = w.detach().reshape(-1)
-        idx = sample_idx[i]
-        if bool(((idx < 0) | (idx >= flat.numel())).any()):
-            raise IndexError(
-                f"smartfrz.record_weights: sample_idx[{i}] out of range for weights[{i}] with {flat.numel()} elements"
-            )
-        samples.append(flat.index_select(0, idx).float())
-        wide = flat.double()
+    if not stats:
+        return _gather_samples(weights, sample_idx), sample_idx.new_empty((len(weights), 0), dtype=torch.float32)
+    samples, rows = _gather_samples(weights, sample_idx), []
+    for w in weights:
+        wide = w.detach().reshape(-1).double()
         finite = torch.isfinite(wide)
         finite_abs = wide.abs().masked_fill(~finite, 0.0)
-        stats.append(
+        rows.append(
             torch.stack(
                 [
                     torch.linalg.vector_norm(wide),
@@ -76,11 +72,23 @@ def record_weights(
                 ]
             )
         )
-    samples_t = torch.stack(samples)
-    stats_t = torch.stack(stats).float()
+    stats_t = torch.stack(rows).float()
     if prev is not None:
-        stats_t[:, 1] = torch.linalg.vector_norm((samples_t - prev).double(), dim=1).float()
-    return samples_t, stats_t
+        stats_t[:, 1] = torch.linalg.vector_norm((samples - prev).double(), dim=1).float()
+    return samples, stats_t
+
+
+def _gather_samples(weights: Sequence[torch.Tensor], sample_idx: torch.Tensor) -> torch.Tensor:
+    """[L, K] float32: each weight's flat positions ``sample_idx[l]``; IndexError naming the layer when out of range."""
+    samples = []
+    for i, w in enumerate(weights):
+        flat, idx = w.detach().reshape(-1), sample_idx[i]
+        if bool(((idx < 0) | (idx >= flat.numel())).any()):
+            raise IndexError(
+                f"smartfrz.record_weights: sample_idx[{i}] out of range for weights[{i}] with {flat.numel()} elements"
+            )
+        samples.append(flat.index_select(0, idx).float())
+    return torch.stack(samples)
 
 
 def _check_cache_buffers(op: str, cache: torch.Tensor, scales: torch.Tensor, valid: torch.Tensor) -> None:

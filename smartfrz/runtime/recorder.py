@@ -18,7 +18,8 @@ class WeightRecorder:
     """Samples K fixed weight positions of every active layer and keeps the last W snapshots.
 
     Frozen layers are dropped from the active set, so a snapshot costs one fused op over the
-    layers still training. When ``embed`` is given (a predictor's ``embed_snapshots``), each
+    layers still training; it reads only the sampled positions (the op's per-layer statistics, a pass
+    over every weight, are for the offline traces). When ``embed`` is given (a predictor's ``embed_snapshots``), each
     snapshot is also embedded once, when recorded, for the incremental prediction path.
     """
 
@@ -36,7 +37,6 @@ class WeightRecorder:
         self.sample_idx = draw_sample_indices([m.weight.numel() for m in self.layers], k, seed).to(device)
         self.ring = torch.zeros(len(self.layers), window, k, device=device)
         self.emb_ring: Tensor | None = None
-        self.stats = torch.zeros(len(self.layers), len(ops.STAT_NAMES), device=device)
         self.count = 0  # snapshots recorded so far (all active layers are recorded together)
         self.set_active(range(len(self.layers)))
 
@@ -51,7 +51,7 @@ class WeightRecorder:
         device = self.layers[self.active[0]].weight.device
         if device == self.ring.device:
             return
-        self.sample_idx, self.ring, self.stats = (t.to(device) for t in (self.sample_idx, self.ring, self.stats))
+        self.sample_idx, self.ring = self.sample_idx.to(device), self.ring.to(device)
         if self.emb_ring is not None:
             self.emb_ring = self.emb_ring.to(device)
         self.set_active(self.active)
@@ -73,11 +73,9 @@ class WeightRecorder:
             return
         self._follow_device()
         weights = [self.layers[i].weight.detach() for i in self.active]
-        prev = self.ring[self._active_t, self.pos] if self.count > 0 else None
-        samples, stats = ops.record_weights(weights, self._active_idx, prev)
+        samples, _ = ops.record_weights(weights, self._active_idx, stats=False)
         slot = self.count % self.window
         self.ring[self._active_t, slot] = samples
-        self.stats[self._active_t] = stats
         if self.embed is not None:
             emb = self.embed(samples).to(self.ring.device, torch.float32)
             if self.emb_ring is None:
@@ -118,7 +116,7 @@ class WeightRecorder:
         return self._chronological(self.emb_ring, layers)
 
     def state_dict(self) -> dict[str, Any]:
-        """Windows, statistics and position, so a resumed run sees the same windows."""
+        """Windows and position, so a resumed run sees the same windows."""
         return {
             "k": self.k,
             "window": self.window,
@@ -127,7 +125,6 @@ class WeightRecorder:
             "active": list(self.active),
             "ring": self.ring.cpu(),
             "emb_ring": None if self.emb_ring is None else self.emb_ring.cpu(),
-            "stats": self.stats.cpu(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -138,8 +135,7 @@ class WeightRecorder:
         if tuple(state["ring"].shape) != tuple(self.ring.shape):
             raise ValueError(f"recorder state ring {tuple(state['ring'].shape)} != {tuple(self.ring.shape)}")
         device = self.ring.device
-        self.ring = state["ring"].to(device)
-        self.stats = state["stats"].to(device)
+        self.ring = state["ring"].to(device)  # an older state's "stats" entry is not needed: ignored
         self.emb_ring = None if state["emb_ring"] is None else state["emb_ring"].to(device)
         self.count = int(state["count"])
         self.set_active(state["active"])
