@@ -39,6 +39,7 @@ BUILTIN = {
     "mnist1d_mlp",
     "bbc_transformer",
     "fmnist_mobilenetv2_ft",
+    "fmnist32_mobilenetv2_ft",
     "bbc_minilm_ft",
 }
 HAS_MNIST1D = importlib.util.find_spec("mnist1d") is not None
@@ -167,6 +168,8 @@ def test_fashion_mnist_caps_resize_and_env_override(tmp_path, monkeypatch):
     rgb = data.load_fashion_mnist(DataOptions(max_train=3), size=64, channels=3)
     x = next(iter(DataLoader(rgb.train, batch_size=3)))[0]
     assert x.shape == (3, 3, 64, 64) and torch.equal(x[:, 0], x[:, 2])
+    small = get_task("fmnist32_mobilenetv2_ft").load_data(DataOptions(max_train=3))
+    assert next(iter(DataLoader(small.train, batch_size=3)))[0].shape == (3, 3, 32, 32)
 
 
 def test_fashion_mnist_missing_data_says_what_to_do(tmp_path):

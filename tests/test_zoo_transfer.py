@@ -127,7 +127,7 @@ def test_the_corpus_preset_fine_tunes_every_zoo_model_under_every_recipe():
     from smartfrz.collection.presets import PRESETS, RECIPES
 
     grid = build_grid(PRESETS["corpus"])
-    assert len(grid) == 240 and len({s.run_id for s in grid}) == 240
+    assert len(grid) == 250 and len({s.run_id for s in grid}) == 250
     for task in FINETUNE_TASKS:
         runs = [s for s in grid if s.task == task.name]
         assert len(runs) == len(RECIPES) * 2 and {(s.schedule, s.warmup) for s in runs} == set(RECIPES)
